@@ -1,0 +1,8 @@
+"""keras_mle models: one base class with the training maths, one file per model."""
+
+from keras_mle.models.base import MaximumLikelihoodModel
+from keras_mle.models.gaussian_mle import GaussianMLE
+from keras_mle.models.gaussian_regression import GaussianRegression
+from keras_mle.models.linear_regression import LinearRegression
+
+__all__ = ["MaximumLikelihoodModel", "LinearRegression", "GaussianMLE", "GaussianRegression"]
