@@ -14,7 +14,12 @@ __all__ = [
     "check_array",
     "check_xy",
     "check_sample_weight",
+    "stack_batches",
+    "epoch_dataset",
 ]
+
+#: Key of a data element that holds a whole epoch of stacked batches (see `epoch_dataset`).
+STACKED_KEY = "stacked_batches"
 
 
 def noisy_line(
@@ -72,6 +77,58 @@ def gaussian_sample(
     _check_positive("sigma", sigma)
     rng = np.random.default_rng(seed)
     return rng.normal(loc=mu, scale=sigma, size=n).astype(np.float32)
+
+
+def stack_batches(x, y=None, sample_weight=None, *, batch_size: int, repeats: int = 1):
+    """Stacks the batches of one epoch into arrays of shape `(num_batches, batch_size, ...)`.
+
+    A last partial batch is padded with copies of the first rows given weight 0, which leaves
+    every step's weighted loss and gradient unchanged (the weights then always exist).
+    `repeats > 1` tiles the epoch: one pass over the result is `repeats` epochs.
+
+    Args:
+        x, y, sample_weight: Checked arrays (as from `model.check_data`).
+        batch_size: Rows per batch.
+        repeats: Epochs per pass. Defaults to `1`.
+
+    Returns:
+        `(x, y, sample_weight)` stacked; `y` is `None` when not given.
+    """
+    _check_count("batch_size", batch_size)
+    _check_count("repeats", repeats)
+    n = len(x)
+    pad = -n % batch_size
+    if pad or repeats > 1:
+        if sample_weight is None:
+            sample_weight = np.ones(n, dtype=x.dtype)
+        index = np.concatenate([np.arange(n), np.arange(pad) % n])
+        weight = np.concatenate([sample_weight, np.zeros(pad, sample_weight.dtype)])
+        x, y, sample_weight = x[index], None if y is None else y[index], weight
+    arrays = []
+    for a in (x, y, sample_weight):
+        if a is not None:
+            a = a.reshape(-1, batch_size, *a.shape[1:])
+            a = np.concatenate([a] * repeats) if repeats > 1 else a
+        arrays.append(a)
+    return tuple(arrays)
+
+
+def epoch_dataset(x, y=None, sample_weight=None, *, batch_size: int, repeats: int = 1):
+    """A `tf.data.Dataset` whose every element is one whole epoch, for the fast `fit()` path.
+
+    `fit(epoch_dataset(x, y, batch_size=B), epochs=E, steps_per_epoch=1)` makes the same optimizer
+    steps as `fit(x, y, batch_size=B, epochs=E, shuffle=False)`, but each epoch is one call of the
+    compiled `train_step` (an in-graph loop over the batches; compile with `jit_compile=True`),
+    so Keras' per-batch and per-epoch overheads are paid once per epoch. For small data, `repeats`
+    packs several epochs into one element: one Keras epoch is then `repeats` passes.
+
+    Inputs must already be checked (`model.check_data(x, y, sample_weight)`).
+    """
+    import tensorflow as tf
+
+    stacked = stack_batches(x, y, sample_weight, batch_size=batch_size, repeats=repeats)
+    element = {k: v for k, v in zip(("x", "y", "sample_weight"), stacked) if v is not None}
+    return tf.data.Dataset.from_tensors({STACKED_KEY: element}).repeat()
 
 
 def check_array(name: str, value, *, dtype=None, ndim: tuple[int, ...] = (1, 2)) -> np.ndarray:
@@ -132,9 +189,7 @@ def check_xy(x, y=None, *, dtype=None, x_name: str = "x", y_name: str = "y"):
             )
         y = y[:, 0]
     if len(y) != len(x):
-        raise ValueError(
-            f"{x_name} and {y_name} have different lengths: {len(x)} and {len(y)}."
-        )
+        raise ValueError(f"{x_name} and {y_name} have different lengths: {len(x)} and {len(y)}.")
     return x, y
 
 

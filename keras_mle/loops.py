@@ -1,10 +1,12 @@
 """Hand-written training loops over the same maths as `train_step`, to contrast with `fit()`.
 
-`train(model, x, y, ...)` runs `model.compute_loss_and_gradients` (the function `train_step` uses)
-and `optimizer.apply` in one of three modes:
+`train(model, x, y, ...)` runs the model's own `apply_step` (what `train_step` runs: the loss,
+its gradients through `tf.GradientTape`, `optimizer.apply`, the loss tracker) in one of three
+modes:
 
 - `"eager"`: a Python loop over epochs and batches, one eager step at a time (the articles' loop);
-- `"function"`: each epoch is one `tf.function` call that loops over the batches in-graph;
+- `"function"`: each epoch is one `tf.function` call of `model.train_batches`, an in-graph loop
+  over the epoch's batches;
 - `"xla"`: the same epoch function compiled with XLA (`jit_compile=True`).
 
 Keras callbacks are driven through `keras.callbacks.CallbackList` (a `History` and a progress
@@ -20,6 +22,8 @@ import math
 import keras
 import numpy as np
 import tensorflow as tf
+
+from keras_mle import data as data_lib
 
 __all__ = ["train", "MODES"]
 
@@ -84,26 +88,26 @@ def train(
         steps=steps,
         model=model,
     )
-    tensors = [None if a is None else tf.convert_to_tensor(a) for a in (x, y, sample_weight)]
+    keys = ["loss", *model.parameter_logs()]
     if mode == "eager":
         run_epoch = _eager_epoch
     else:
-        run_epoch = tf.function(_graph_epoch, jit_compile=mode == "xla")
+        run_epoch = _graph_epoch(model, jit_compile=mode == "xla")
+    batches = None
 
     model.stop_training = False
     callback_list.on_train_begin()
     logs = {}
     for epoch in range(epochs):
         callback_list.on_epoch_begin(epoch)
-        order = tf.constant(np.random.permutation(n)) if shuffle else None
-        if mode == "eager":
-            loss = run_epoch(model, optimizer, *tensors, order, batch_size, callback_list)
-        else:
-            callback_list.on_train_batch_begin(steps - 1)
-            loss = run_epoch(model, optimizer, *tensors, order, batch_size)
-            callback_list.on_train_batch_end(steps - 1, {"loss": loss})
-        logs = {"loss": float(loss)}
-        logs.update({k: float(v) for k, v in model.parameter_logs().items()})
+        if shuffle or batches is None:
+            order = np.random.permutation(n) if shuffle else slice(None)
+            batches = [None if a is None else a[order] for a in (x, y, sample_weight)]
+            if mode != "eager":
+                stacked = data_lib.stack_batches(*batches, batch_size=batch_size)
+                batches = [None if a is None else tf.constant(a) for a in stacked]
+        values = run_epoch(model, *batches, batch_size, callback_list, steps)
+        logs = dict(zip(keys, np.asarray(values).tolist()))
         callback_list.on_epoch_end(epoch, logs)
         if model.stop_training:
             break
@@ -111,62 +115,40 @@ def train(
     return model.history
 
 
-def optimizer_step(model, optimizer, x, y, sample_weight):
-    """One optimizer step on one batch; returns the batch's weighted loss sum and weight sum."""
-    _, gradients, sample_losses, weights = model.compute_loss_and_gradients(x, y, sample_weight)
-    optimizer.apply(gradients, model.trainable_variables)
-    return tf.reduce_sum(sample_losses * weights), tf.reduce_sum(weights)
+def _epoch_logs(model):
+    """The epoch's loss and every parameter component, stacked: one transfer to NumPy."""
+    logs = model.parameter_logs()
+    return tf.stack([tf.cast(model.loss_tracker.result(), model.compute_dtype), *logs.values()])
 
 
-def _eager_epoch(model, optimizer, x, y, sample_weight, order, batch_size, callback_list):
-    if order is not None:
-        x, y, sample_weight = _take(order, x, y, sample_weight)
-    total = count = 0.0
+def _eager_epoch(model, x, y, sample_weight, batch_size, callback_list, steps):
+    model.loss_tracker.reset_state()
     for step, start in enumerate(range(0, len(x), batch_size)):
         callback_list.on_train_batch_begin(step)
-        batch = _take(slice(start, start + batch_size), x, y, sample_weight)
-        batch_total, batch_count = optimizer_step(model, optimizer, *batch)
-        total += batch_total
-        count += batch_count
-        callback_list.on_train_batch_end(step, {"loss": total / count})
-    return total / count
-
-
-def _graph_epoch(model, optimizer, x, y, sample_weight, order, batch_size):
-    """One epoch in-graph: a `tf.while_loop` over the full batches, then the remainder."""
-    if order is not None:
-        x, y, sample_weight = _take(order, x, y, sample_weight)
-    n = x.shape[0]
-    full, remainder = divmod(n, batch_size)
-    total = tf.zeros([], model.compute_dtype)
-    count = tf.zeros([], model.compute_dtype)
-    if full:
-        # Whole batches as one (full, batch_size, ...) tensor: each step is a static-shape slice.
-        batched = [
-            None if a is None else tf.reshape(a[: full * batch_size], [full, batch_size, *a.shape[1:]])
-            for a in (x, y, sample_weight)
-        ]
-
-        def body(i, total, count):
-            batch = [None if a is None else a[i] for a in batched]
-            batch_total, batch_count = optimizer_step(model, optimizer, *batch)
-            return i + 1, total + batch_total, count + batch_count
-
-        _, total, count = tf.while_loop(
-            lambda i, *_: i < full, body, (tf.constant(0), total, count)
+        batch = slice(start, start + batch_size)
+        model.apply_step(
+            tf.constant(x[batch]),
+            None if y is None else tf.constant(y[batch]),
+            None if sample_weight is None else tf.constant(sample_weight[batch]),
         )
-    if remainder:
-        batch = _take(slice(full * batch_size, n), x, y, sample_weight)
-        batch_total, batch_count = optimizer_step(model, optimizer, *batch)
-        total += batch_total
-        count += batch_count
-    return total / count
+        callback_list.on_train_batch_end(step, {"loss": model.loss_tracker.result()})
+    return _epoch_logs(model)
 
 
-def _take(index, *arrays):
-    if isinstance(index, slice):
-        return [None if a is None else a[index] for a in arrays]
-    return [None if a is None else tf.gather(a, index) for a in arrays]
+def _graph_epoch(model, jit_compile):
+    @tf.function(jit_compile=jit_compile)
+    def train_epoch(x, y, sample_weight):
+        model.loss_tracker.reset_state()
+        model.train_batches(x, y, sample_weight)
+        return _epoch_logs(model)
+
+    def run_epoch(model, x, y, sample_weight, batch_size, callback_list, steps):
+        callback_list.on_train_batch_begin(steps - 1)
+        values = train_epoch(x, y, sample_weight)
+        callback_list.on_train_batch_end(steps - 1, {"loss": values[0]})
+        return values
+
+    return run_epoch
 
 
 def _check_positive_int(name, value):

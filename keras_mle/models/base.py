@@ -182,13 +182,39 @@ class MaximumLikelihoodModel(keras.Model):
         return [self.loss_tracker]
 
     def train_step(self, data):
-        x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(data)
-        _, gradients, sample_losses, weights = self.compute_loss_and_gradients(
-            x, y, sample_weight
-        )
+        if isinstance(data, dict) and data_lib.STACKED_KEY in data:
+            self.train_batches(**data[data_lib.STACKED_KEY])
+        else:
+            self.apply_step(*keras.utils.unpack_x_y_sample_weight(data))
+        return {"loss": self.loss_tracker.result(), **self.parameter_logs()}
+
+    def apply_step(self, x, y=None, sample_weight=None):
+        """One optimizer step on one batch, with the loss tracker updated.
+
+        This is `train_step` without Keras' data unpacking; the custom loops call it directly.
+        """
+        _, gradients, sample_losses, weights = self.compute_loss_and_gradients(x, y, sample_weight)
         self.optimizer.apply(gradients, self.trainable_variables)
         self.loss_tracker.update_state(sample_losses, sample_weight=weights)
-        return {"loss": self.loss_tracker.result(), **self.parameter_logs()}
+
+    def train_batches(self, x, y=None, sample_weight=None):
+        """One `apply_step` per slice `x[i]` of stacked batches, in a `tf.while_loop`.
+
+        `x` has shape `(num_batches, batch_size, ...)` (see `keras_mle.data.stack_batches`). Used
+        in-graph by the `"function"`/`"xla"` loops and, through `keras_mle.data.epoch_dataset`,
+        by `fit()` so that a whole epoch is one compiled call.
+        """
+        self._build_for(x[0])
+
+        def body(i):
+            self.apply_step(
+                x[i],
+                None if y is None else y[i],
+                None if sample_weight is None else sample_weight[i],
+            )
+            return (i + 1,)
+
+        tf.while_loop(lambda i: i < tf.shape(x)[0], body, (tf.constant(0),))
 
     def test_step(self, data):
         x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(data)
