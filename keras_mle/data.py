@@ -127,7 +127,9 @@ def epoch_dataset(x, y=None, sample_weight=None, *, batch_size: int, repeats: in
     import tensorflow as tf
 
     stacked = stack_batches(x, y, sample_weight, batch_size=batch_size, repeats=repeats)
-    element = {k: v for k, v in zip(("x", "y", "sample_weight"), stacked) if v is not None}
+    element = {
+        k: v for k, v in zip(("x", "y", "sample_weight"), stacked, strict=True) if v is not None
+    }
     return tf.data.Dataset.from_tensors({STACKED_KEY: element}).repeat()
 
 

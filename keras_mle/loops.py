@@ -107,7 +107,7 @@ def train(
                 stacked = data_lib.stack_batches(*batches, batch_size=batch_size)
                 batches = [None if a is None else tf.constant(a) for a in stacked]
         values = run_epoch(model, *batches, batch_size, callback_list, steps)
-        logs = dict(zip(keys, np.asarray(values).tolist()))
+        logs = dict(zip(keys, np.asarray(values).tolist(), strict=True))
         callback_list.on_epoch_end(epoch, logs)
         if model.stop_training:
             break
