@@ -1,0 +1,74 @@
+"""The demo end to end, as `make demo` runs it: a real `keras-mle demo` subprocess."""
+
+import os
+import re
+import subprocess
+import sys
+
+import keras
+import numpy as np
+import pytest
+
+import keras_mle
+from keras_mle import closed_form, demo
+
+
+@pytest.fixture(scope="module")
+def demo_run(tmp_path_factory):
+    out = tmp_path_factory.mktemp("demo")
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", MPLBACKEND="Agg")
+    result = subprocess.run(
+        [sys.executable, "-m", "keras_mle.cli", "demo", "--out", str(out)],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=600,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    return out, result.stdout
+
+
+def _table_rows(stdout, title_start):
+    block = stdout.split(title_start, 1)[1].split("\n\n", 1)[0]
+    rows = {}
+    for line in block.splitlines():
+        cells = line.split()
+        if len(cells) >= 4 and re.fullmatch(r"[a-z_]+", cells[0]):
+            rows[cells[0]] = cells[1:]
+    return rows
+
+
+def test_demo_writes_plots_logs_and_models(demo_run):
+    out, _ = demo_run
+    for name in ("line_fit", "line_loss", "gaussian_fit", "gaussian_loss", "mse_vs_loglik"):
+        assert (out / "plots" / f"{name}.png").stat().st_size > 1000
+    for experiment in ("line", "gaussian", "gaussian_regression"):
+        runs = os.listdir(out / "tensorboard" / experiment)
+        assert "fit" in runs and "xla" in runs
+    assert (out / "results.txt").read_text().startswith("Line y = m x + b")
+    model = keras.models.load_model(out / "models" / "gaussian_fit.keras")
+    expected = closed_form.gaussian_mle(keras_mle.data.gaussian_sample(n=1000, seed=0))
+    # float32 training: 1e-5 relative is a few ulps above float32 resolution of mu ~ 2.
+    np.testing.assert_allclose(model.params["mu"], expected["mu"], rtol=1e-5)
+
+
+@pytest.mark.parametrize(
+    "title, reference",
+    [
+        ("Line y = m x + b", "line"),
+        ("Gaussian (mu, sigma)", "gaussian"),
+        ("Line y ~ N(", "gaussian_regression"),
+    ],
+)
+def test_demo_tables_agree_with_closed_form(demo_run, title, reference):
+    _, stdout = demo_run
+    rows = _table_rows(stdout, title)
+    experiment = next(e for e in demo.experiments() if e.name == reference)
+    assert set(experiment.reference) <= set(rows)
+    for name, value in experiment.reference.items():
+        truth, closed, *estimates = (float(c) for c in rows[name])
+        assert closed == pytest.approx(float(value), abs=1e-6)
+        assert len(estimates) == len(experiment.modes)
+        for estimate in estimates:
+            # At least 4 significant digits of the closed-form MLE (the brief's "done" bar).
+            assert estimate == pytest.approx(float(value), rel=5e-5)
