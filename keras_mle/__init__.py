@@ -1,6 +1,12 @@
 """keras_mle: maximum-likelihood fitting with Keras models, `fit()` and custom loops."""
 
-from keras_mle import closed_form, data, loops, losses
+from keras_mle import callbacks, checkpoint, closed_form, data, loops, losses
+from keras_mle.inference import (
+    InferenceResult,
+    InferenceWarning,
+    inference,
+    likelihood_ratio_test,
+)
 from keras_mle.models import (
     GaussianMLE,
     GaussianRegression,
@@ -13,10 +19,16 @@ __version__ = "0.1.0"
 __all__ = [
     "GaussianMLE",
     "GaussianRegression",
+    "InferenceResult",
+    "InferenceWarning",
     "LinearRegression",
     "MaximumLikelihoodModel",
+    "callbacks",
+    "checkpoint",
     "closed_form",
     "data",
+    "inference",
+    "likelihood_ratio_test",
     "loops",
     "losses",
     "__version__",

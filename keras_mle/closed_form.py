@@ -28,6 +28,8 @@ def ols(x, y, sample_weight=None) -> dict:
         `sigma_unbiased = sqrt(RSS / (n - k - 1))` the OLS convention.
     """
     x, y = data_lib.check_xy(x, y, dtype=np.float64)
+    if y is None:
+        raise ValueError("y is required: ols fits targets y given x.")
     w = data_lib.check_sample_weight(sample_weight, len(x), dtype=np.float64)
     w = np.ones_like(y) if w is None else w
     x = x.reshape(len(x), -1)
@@ -58,6 +60,11 @@ def gaussian_mle(samples, sample_weight=None) -> dict:
     x = data_lib.check_array("samples", samples, dtype=np.float64, ndim=(1,))
     w = data_lib.check_sample_weight(sample_weight, len(x), dtype=np.float64)
     w = np.ones_like(x) if w is None else w
+    if np.ptp(x[w > 0]) == 0:
+        raise ValueError(
+            "samples are constant: the likelihood grows without bound as sigma -> 0, "
+            "so no MLE exists."
+        )
     mu = w @ x / w.sum()
     sigma = np.sqrt(w @ (x - mu) ** 2 / w.sum())
     return {"mu": np.float64(mu), "sigma": np.float64(sigma)}

@@ -43,6 +43,9 @@ def train(
     verbose: int = 1,
     shuffle: bool = False,
     sample_weight=None,
+    checkpoint_dir=None,
+    checkpoint_every: int = 1,
+    resume: bool = False,
 ) -> keras.callbacks.History:
     """Trains `model` with a custom loop and returns a `keras.callbacks.History`.
 
@@ -60,6 +63,15 @@ def train(
         shuffle: Draw a new order of the samples every epoch (from NumPy's global generator,
             which `keras.utils.set_random_seed` seeds). Defaults to `False`.
         sample_weight: Per-sample weights `>= 0`. Defaults to `None`.
+        checkpoint_dir: Folder for a backup of the training state (weights, optimizer state,
+            epoch, NumPy random state), written atomically at epoch boundaries in the files of
+            `keras.callbacks.BackupAndRestore` (see `keras_mle.callbacks.BackupAndRestore` and
+            `docs/checkpointing.md`) and kept after training. Defaults to `None` (no backup).
+        checkpoint_every: Epochs between two backups; the last epoch is always backed up.
+            Defaults to `1`.
+        resume: Continue from the backup in `checkpoint_dir`, if there is one, up to `epochs`
+            in all; the result is then exactly that of an uninterrupted run. Defaults to `False`
+            (start from the model's current state and overwrite the backup).
 
     Returns:
         The `History` of the run: `loss` and every parameter per epoch.
@@ -68,6 +80,9 @@ def train(
         raise ValueError(f"mode must be one of {MODES}, got {mode!r}.")
     _check_positive_int("epochs", epochs)
     _check_positive_int("batch_size", batch_size)
+    _check_positive_int("checkpoint_every", checkpoint_every)
+    if resume and checkpoint_dir is None:
+        raise ValueError("resume=True needs checkpoint_dir, the folder to resume from.")
     x, y, sample_weight = model.check_data(x, y, sample_weight)
     if not model.built:
         model(x[:2])
@@ -79,6 +94,13 @@ def train(
 
     n = len(x)
     steps = math.ceil(n / batch_size)
+    if checkpoint_dir is not None:
+        from keras_mle.callbacks import BackupAndRestore
+
+        backup = BackupAndRestore(
+            checkpoint_dir, save_every=checkpoint_every, restore=resume, delete_checkpoint=False
+        )
+        callbacks = [*(callbacks or []), backup]
     callback_list = keras.callbacks.CallbackList(
         callbacks,
         add_history=True,
@@ -96,9 +118,12 @@ def train(
     batches = None
 
     model.stop_training = False
+    # A BackupAndRestore callback sets the epoch to resume from in on_train_begin, as in fit().
+    model._initial_epoch = None
     callback_list.on_train_begin()
+    initial_epoch, model._initial_epoch = model._initial_epoch or 0, None
     logs = {}
-    for epoch in range(epochs):
+    for epoch in range(initial_epoch, epochs):
         callback_list.on_epoch_begin(epoch)
         if shuffle or batches is None:
             order = np.random.permutation(n) if shuffle else slice(None)

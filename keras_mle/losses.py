@@ -36,7 +36,7 @@ def mean_squared_error(y_true, y_pred):
         Tensor of shape `(N,)`.
     """
     y_pred = tf.convert_to_tensor(y_pred)
-    y_true = tf.cast(y_true, y_pred.dtype)
+    y_true = _as_dtype(y_true, y_pred.dtype)
     _assert_same_shape(y_true, y_pred, "y_true", "y_pred")
     squared_error = tf.square(y_true - y_pred)
     if squared_error.shape.rank > 1:
@@ -69,8 +69,8 @@ def gaussian_nll(y, mu, sigma):
         Tensor with the shape of `y`.
     """
     y = tf.convert_to_tensor(y)
-    mu = tf.cast(mu, y.dtype)
-    sigma = tf.cast(sigma, y.dtype)
+    mu = _as_dtype(mu, y.dtype)
+    sigma = _as_dtype(sigma, y.dtype)
     log_normalization = _HALF_LOG_TWO_PI + tf.math.log(sigma)
     squared_z = tf.square((y - mu) / sigma)
     return log_normalization + 0.5 * squared_z
@@ -131,6 +131,12 @@ class GaussianNLL(keras.losses.Loss):
 
     def get_config(self):
         return {"name": self.name, "reduction": self.reduction}
+
+
+def _as_dtype(value, dtype):
+    # A Python float given to tf.cast is first made float32: 1.3 would become 1.2999999523 in
+    # float64. Converting with the target dtype as a hint keeps it exact.
+    return tf.cast(tf.convert_to_tensor(value, dtype_hint=dtype), dtype)
 
 
 def _assert_same_shape(a, b, a_name, b_name):

@@ -68,7 +68,7 @@ def test_demo_tables_agree_with_closed_form(demo_run, title, reference):
     for name, value in experiment.reference.items():
         truth, closed, *estimates = (float(c) for c in rows[name])
         assert closed == pytest.approx(float(value), abs=1e-6)
-        assert len(estimates) == len(experiment.modes)
+        assert len(estimates) == len(demo.MODES)
         for estimate in estimates:
             # At least 4 significant digits of the closed-form MLE (the brief's "done" bar).
             assert estimate == pytest.approx(float(value), rel=5e-5)

@@ -46,6 +46,7 @@ class GaussianMLE(MaximumLikelihoodModel):
 
     takes_targets = False
     x_name = "samples"
+    parameter_roles = {"mu": "intercept", "sigma": "scale"}
 
     def __init__(self, mu=0.0, sigma=1.0, **kwargs):
         try:
@@ -66,7 +67,7 @@ class GaussianMLE(MaximumLikelihoodModel):
         self.built = True
 
     def call(self, x):
-        mu = self.params_tensors()["mu"]
+        mu = self.user_params_tensors()["mu"]
         return tf.fill(tf.shape(x)[:1], tf.cast(mu, self.compute_dtype))
 
     def sample_loss(self, params, x, y):

@@ -33,6 +33,9 @@ class GaussianRegression(LinearRegression):
         **kwargs: Passed to `keras.Model`.
     """
 
+    sample_loss_kind = "nll"
+    parameter_roles = {"m": "slope", "b": "intercept", "sigma": "scale"}
+
     def __init__(self, sigma=1.0, m_initializer="random_normal", b_initializer="zeros", **kwargs):
         sigma = _initial_sigma(sigma)
         super().__init__(m_initializer=m_initializer, b_initializer=b_initializer, **kwargs)

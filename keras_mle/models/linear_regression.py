@@ -42,6 +42,9 @@ class LinearRegression(MaximumLikelihoodModel):
     ```
     """
 
+    sample_loss_kind = "squared_error"
+    parameter_roles = {"m": "slope", "b": "intercept"}
+
     def __init__(self, m_initializer="random_normal", b_initializer="zeros", **kwargs):
         super().__init__(**kwargs)
         self.m_initializer = keras.initializers.get(m_initializer)
@@ -67,7 +70,7 @@ class LinearRegression(MaximumLikelihoodModel):
         return tf.linalg.matvec(x, params["m"]) + params["b"]
 
     def call(self, x):
-        return self.linear_predictor(self.params_tensors(), x)
+        return self.linear_predictor(self.user_params_tensors(self.compute_dtype), x)
 
     def sample_loss(self, params, x, y):
         return losses.mean_squared_error(y, self.linear_predictor(params, x))

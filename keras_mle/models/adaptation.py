@@ -1,0 +1,228 @@
+"""`Adaptation`: the float64 affine map between the user's units and a well-conditioned space.
+
+`model.adapt(x, y)` (see `MaximumLikelihoodModel.adapt`) fixes one of these from the data, as
+`keras.layers.Normalization.adapt` fixes a mean and a variance. The model's variables then live
+in the *working* space, where the optimizer sees a Hessian close to the identity; every number a
+user reads (`model.params`, `predict`, the loss, `keras_mle.inference`) is mapped back.
+
+Mathematical details (a regression, `takes_targets=True`):
+
+```python
+z = (x - x_shift) @ x_matrix      # centred and whitened features: z.T @ z / n = I
+t = (y - y_shift) / y_scale       # centred and scaled targets
+```
+
+The linear-Gaussian model `y ~ N(x @ m + b, sigma^2)` is, in these coordinates, the same model
+`t ~ N(z @ theta + c, sigma_t^2)` with
+
+```python
+m = y_scale * x_matrix @ theta
+b = y_shift + y_scale * c - x_shift @ m
+sigma = y_scale * sigma_t
+```
+
+`x_matrix` is `sqrt(n) * R^-1` from the QR factorization `x - x_shift = Q R` (computed in float64),
+so the squared-error Hessian in `(theta, c)` is exactly `2 I`: plain SGD with learning rate 0.5
+solves least squares in one step, however badly scaled or correlated the columns of `x` are.
+
+For a model of a sample (`GaussianMLE`, `takes_targets=False`) the sample plays the part of `y`:
+`t = (x - y_shift) / y_scale`, `mu = y_shift + y_scale * mu_t`, `sigma = y_scale * sigma_t`.
+
+The per-sample losses change by known amounts, which is how the loss is reported in user units:
+
+```python
+squared_error_user = y_scale ** 2 * squared_error_t
+nll_user = nll_t + log(y_scale)          # the Jacobian of y -> t
+```
+
+Each parameter of an adaptable model declares its role (`parameter_roles`): `"slope"` (`m`),
+`"intercept"` (`b`, `mu`) or `"scale"` (`sigma`).
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import tensorflow as tf
+
+__all__ = ["Adaptation", "ROLES"]
+
+ROLES = ("slope", "intercept", "scale")
+
+# A centred column whose QR diagonal is this small relative to its norm is constant, or a linear
+# combination of the others: its slope is not identifiable and whitening would divide by ~0.
+_RANK_TOLERANCE = 1e-12
+
+
+class Adaptation:
+    """A fixed affine change of coordinates, held in float64.
+
+    Args:
+        y_shift: Centre of the targets (of the sample, for a model of a sample).
+        y_scale: Scale of the targets, > 0.
+        x_shift: Centre of each feature, shape `(k,)`; `None` for a model of a sample.
+        x_matrix: Whitening matrix, shape `(k, k)`; `None` for a model of a sample.
+    """
+
+    def __init__(self, y_shift, y_scale, x_shift=None, x_matrix=None):
+        self.y_shift = float(y_shift)
+        self.y_scale = float(y_scale)
+        if not (math.isfinite(self.y_shift) and math.isfinite(self.y_scale) and self.y_scale > 0):
+            raise ValueError(f"adaptation: bad y_shift/y_scale {y_shift!r}, {y_scale!r}.")
+        if (x_shift is None) != (x_matrix is None):
+            raise ValueError("adaptation: give both x_shift and x_matrix, or neither.")
+        self.x_shift = None if x_shift is None else np.asarray(x_shift, np.float64).reshape(-1)
+        self.x_matrix = None if x_matrix is None else np.asarray(x_matrix, np.float64)
+        if self.x_matrix is not None:
+            k = len(self.x_shift)
+            if self.x_matrix.shape != (k, k):
+                raise ValueError(f"adaptation: x_matrix must have shape ({k}, {k}).")
+
+    @property
+    def has_features(self) -> bool:
+        """Whether the features `x` are transformed (a regression) or only the sample/targets."""
+        return self.x_shift is not None
+
+    # ---------------------------------------------------------------- from data
+    @classmethod
+    def from_data(cls, x, y=None) -> Adaptation:
+        """Centring and whitening of `x` and centring and scaling of `y`, from float64 data.
+
+        Args:
+            x: Features, shape `(N,)` or `(N, k)`; or, when `y` is `None`, a 1-D sample.
+            y: Targets, shape `(N,)`, or `None` for a model of a sample.
+
+        Raises:
+            ValueError: if a feature is constant or the features are collinear (no whitening
+                exists, and neither do unique least-squares slopes), or the sample is constant.
+        """
+        x = np.asarray(x, np.float64)
+        if y is None:
+            sample = x.reshape(-1)
+            scale = float(np.std(sample))
+            if not scale > 0:
+                raise ValueError("samples are constant: no scale to adapt to (and no MLE).")
+            return cls(y_shift=np.mean(sample), y_scale=scale)
+        y = np.asarray(y, np.float64).reshape(-1)
+        n = len(x)
+        x2 = x.reshape(n, -1)
+        x_shift = x2.mean(axis=0)
+        r = np.linalg.qr(x2 - x_shift, mode="r")
+        diagonal = np.diag(r)
+        column_norms = np.linalg.norm(x2, axis=0)
+        bad = np.flatnonzero(np.abs(diagonal) <= _RANK_TOLERANCE * column_norms)
+        if len(bad):
+            raise ValueError(
+                f"x: column(s) {bad.tolist()} are constant or linear combinations of the others, "
+                "so the slopes are not identifiable and x cannot be whitened."
+            )
+        r = r * np.sign(diagonal)[:, None]  # a positive diagonal keeps z_j aligned with x_j
+        x_matrix = math.sqrt(n) * np.linalg.inv(r)
+        y_scale = float(np.std(y))
+        return cls(
+            y_shift=np.mean(y),
+            y_scale=y_scale if y_scale > 0 else 1.0,
+            x_shift=x_shift,
+            x_matrix=x_matrix,
+        )
+
+    def get_config(self) -> dict:
+        """JSON-friendly values (Python floats round-trip float64 exactly)."""
+        config = {"y_shift": self.y_shift, "y_scale": self.y_scale}
+        if self.has_features:
+            config["x_shift"] = self.x_shift.tolist()
+            config["x_matrix"] = self.x_matrix.tolist()
+        return config
+
+    @classmethod
+    def from_config(cls, config: dict) -> Adaptation:
+        return cls(**config)
+
+    # ---------------------------------------------------------------- data
+    def transform(self, x, y=None, dtype=None):
+        """`(z, t)` from `(x, y)` (for a model of a sample: `(t, None)` from the sample `x`).
+
+        Computed in float64 and returned as `dtype` (default: the dtype of `x`); `y` may be
+        `None`.
+        """
+        x = tf.convert_to_tensor(x)
+        dtype = dtype or x.dtype
+        if not self.has_features:
+            return self._scale_targets(x, dtype), None
+        x64 = tf.cast(x, tf.float64)
+        if x.shape.rank == 1:
+            z = (x64 - self.x_shift[0]) * self.x_matrix[0, 0]
+        else:
+            z = tf.linalg.matmul(x64 - self.x_shift, tf.constant(self.x_matrix))
+        return tf.cast(z, dtype), None if y is None else self._scale_targets(y, dtype)
+
+    def _scale_targets(self, y, dtype):
+        t = (tf.cast(y, tf.float64) - self.y_shift) / self.y_scale
+        return tf.cast(t, dtype)
+
+    def loss_to_user(self, sample_losses, kind: str):
+        """Per-sample working-space losses in user units (`kind`: "squared_error" or "nll")."""
+        if kind == "squared_error":
+            return sample_losses * tf.constant(self.y_scale**2, sample_losses.dtype)
+        if kind == "nll":
+            return sample_losses + tf.constant(math.log(self.y_scale), sample_losses.dtype)
+        raise ValueError(f"kind must be 'squared_error' or 'nll', got {kind!r}.")
+
+    # ---------------------------------------------------------------- parameters
+    def check_roles(self, roles: dict, names) -> None:
+        """Raises unless every parameter has a role this adaptation can map."""
+        missing = [name for name in names if name not in roles]
+        if missing:
+            raise NotImplementedError(
+                f"adapt() needs a role for every parameter; none given for {missing} "
+                f"(set parameter_roles, with roles from {ROLES})."
+            )
+        for name, role in roles.items():
+            if role not in ROLES:
+                raise ValueError(f"parameter_roles[{name!r}] must be one of {ROLES}, got {role!r}.")
+            if role == "slope" and not self.has_features:
+                raise ValueError(f"{name}: a slope needs features x to adapt to.")
+        if sum(role == "slope" for role in roles.values()) > 1:
+            raise NotImplementedError("adapt() supports one slope parameter (a vector).")
+
+    def to_user(self, params: dict, roles: dict) -> dict:
+        """Natural working-space values -> natural user-unit values (float64 tensors)."""
+        params = {name: tf.cast(value, tf.float64) for name, value in params.items()}
+        result = dict(params)
+        slope = None
+        for name, role in roles.items():
+            if role == "slope":
+                slope = self.y_scale * tf.linalg.matvec(tf.constant(self.x_matrix), params[name])
+                result[name] = slope
+        for name, role in roles.items():
+            if role == "intercept":
+                intercept = self.y_shift + self.y_scale * params[name]
+                if slope is not None:
+                    intercept -= tf.reduce_sum(tf.constant(self.x_shift) * slope)
+                result[name] = intercept
+            elif role == "scale":
+                result[name] = self.y_scale * params[name]
+        return result
+
+    def to_working(self, params: dict, roles: dict) -> dict:
+        """The inverse of `to_user` (float64 tensors)."""
+        params = {name: tf.cast(value, tf.float64) for name, value in params.items()}
+        result = dict(params)
+        slope = None
+        for name, role in roles.items():
+            if role == "slope":
+                slope = params[name]
+                theta = tf.linalg.triangular_solve(
+                    tf.constant(self.x_matrix), slope[:, None], lower=False
+                )
+                result[name] = theta[:, 0] / self.y_scale
+        for name, role in roles.items():
+            if role == "intercept":
+                intercept = params[name] - self.y_shift
+                if slope is not None:
+                    intercept += tf.reduce_sum(tf.constant(self.x_shift) * slope)
+                result[name] = intercept / self.y_scale
+            elif role == "scale":
+                result[name] = params[name] / self.y_scale
+        return result

@@ -1,0 +1,429 @@
+"""Checkpoints and resume: exact after an exception or a SIGKILL, never half-written.
+
+The guarantee under test (docs/checkpointing.md): a run interrupted at any point and resumed from
+its last epoch-boundary backup ends at *exactly* (bitwise) the parameters and optimizer state
+(iterations, slot variables) of an uninterrupted run with the same seed.
+"""
+
+import functools
+import glob
+import inspect
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+
+import keras
+import numpy as np
+import pytest
+
+import keras_mle
+from keras_mle import callbacks as mle_callbacks
+from keras_mle import checkpoint
+
+REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+EPOCHS = 8
+#: Backups written before the child process is killed in the middle of the next one.
+SAVES_BEFORE_KILL = 4
+#: Seconds allowed for a child process to start TensorFlow and reach the kill point.
+CHILD_TIMEOUT = 240
+
+
+def run_training(
+    checkpoint_dir=None,
+    *,
+    epochs,
+    resume=False,
+    seed=0,
+    mode="function",
+    callbacks=(),
+    checkpoint_every=1,
+):
+    """The training run every test repeats: Adam, shuffled mini-batches, a 2-feature model.
+
+    Self-contained (its source is also run in a child process): data fixed, initialisation and
+    shuffling from `seed`.
+    """
+    import keras
+    import numpy as np
+
+    import keras_mle
+
+    rng = np.random.default_rng(1)
+    x = rng.normal(size=(64, 2)).astype("float32")
+    y = (x @ np.array([1.5, -0.5]) + 2.0 + 0.3 * rng.normal(size=64)).astype("float32")
+    keras.utils.set_random_seed(seed)
+    model = keras_mle.GaussianRegression(sigma=0.5)
+    model(x[:2])
+    keras_mle.loops.train(
+        model,
+        x,
+        y,
+        epochs=epochs,
+        batch_size=16,
+        optimizer=keras.optimizers.Adam(0.05),
+        mode=mode,
+        shuffle=True,
+        verbose=0,
+        callbacks=list(callbacks),
+        checkpoint_dir=checkpoint_dir,
+        resume=resume,
+        checkpoint_every=checkpoint_every,
+    )
+    return model
+
+
+def training_state(model):
+    """Parameters and every optimizer variable (iterations, learning rate, Adam's slots)."""
+    state = {f"param/{k}": np.asarray(v) for k, v in model.params.items()}
+    # Variable paths carry the model's unique name: key the optimizer's by position.
+    state.update({f"optimizer/{i}": np.asarray(v) for i, v in enumerate(model.optimizer.variables)})
+    state["optimizer/iterations"] = np.asarray(model.optimizer.iterations)
+    return state
+
+
+def assert_same_state(resumed, reference):
+    a, b = training_state(resumed), training_state(reference)
+    assert sorted(a) == sorted(b)
+    for name in a:
+        np.testing.assert_array_equal(a[name], b[name], err_msg=name)
+
+
+class RaiseAt(keras.callbacks.Callback):
+    """Raises from `on_train_batch_end` at a given epoch and batch: an interruption mid-epoch."""
+
+    def __init__(self, epoch, batch):
+        super().__init__()
+        self.target = (epoch, batch)
+        self.epoch = None
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self.epoch = epoch
+
+    def on_train_batch_end(self, batch, logs=None):
+        if (self.epoch, batch) >= self.target:
+            raise KeyboardInterrupt(f"interrupted at epoch {self.epoch}, batch {batch}")
+
+
+@pytest.fixture(scope="module")
+def reference():
+    return run_training(epochs=EPOCHS)
+
+
+# ------------------------------------------------------------------- custom loop
+@pytest.mark.parametrize("mode", ["eager", "function", pytest.param("xla", marks=pytest.mark.slow)])
+def test_loop_resumes_exactly_after_an_exception_mid_epoch(tmp_path, mode, reference):
+    # In "function"/"xla" the batch hooks run once per epoch, after its steps: the interruption
+    # then comes after the epoch's updates and before its backup.
+    with pytest.raises(KeyboardInterrupt):
+        run_training(tmp_path, epochs=EPOCHS, mode=mode, callbacks=[RaiseAt(5, 1)])
+    assert checkpoint.read_backup(tmp_path)["epoch"] == 5
+    # A different seed: initial values and shuffling must all come from the backup.
+    resumed = run_training(tmp_path, epochs=EPOCHS, mode=mode, resume=True, seed=123)
+    if mode == "xla":
+        # XLA fuses differently from the reference's "function" mode (about 1 ulp, see the
+        # notes): compare with an uninterrupted XLA run instead.
+        reference = run_training(epochs=EPOCHS, mode="xla")
+    assert_same_state(resumed, reference)
+    assert checkpoint.read_backup(tmp_path)["epoch"] == EPOCHS
+
+
+def test_loop_resumes_from_a_sparse_backup(tmp_path, reference):
+    with pytest.raises(KeyboardInterrupt):
+        run_training(tmp_path, epochs=EPOCHS, checkpoint_every=3, callbacks=[RaiseAt(7, 3)])
+    assert checkpoint.read_backup(tmp_path)["epoch"] == 6
+    resumed = run_training(tmp_path, epochs=EPOCHS, checkpoint_every=3, resume=True, seed=7)
+    assert_same_state(resumed, reference)
+    # The last epoch is backed up even when it is not a multiple of checkpoint_every.
+    assert checkpoint.read_backup(tmp_path)["epoch"] == EPOCHS
+
+
+def test_continue_training_from_a_finished_run(tmp_path, reference):
+    first = run_training(tmp_path, epochs=4)
+    assert int(first.optimizer.iterations) == 4 * 4
+    continued = run_training(tmp_path, epochs=EPOCHS, resume=True, seed=5)
+    assert_same_state(continued, reference)
+
+
+def test_resume_without_backup_starts_from_scratch(tmp_path, reference):
+    resumed = run_training(tmp_path / "empty", epochs=EPOCHS, resume=True)
+    assert_same_state(resumed, reference)
+
+
+def test_resume_needs_a_checkpoint_dir():
+    x, y = keras_mle.data.noisy_line(n=10)
+    with pytest.raises(ValueError, match="checkpoint_dir"):
+        keras_mle.loops.train(
+            keras_mle.LinearRegression(),
+            x,
+            y,
+            epochs=1,
+            batch_size=10,
+            optimizer="sgd",
+            resume=True,
+        )
+    with pytest.raises(ValueError, match="checkpoint_every"):
+        keras_mle.loops.train(
+            keras_mle.LinearRegression(),
+            x,
+            y,
+            epochs=1,
+            batch_size=10,
+            optimizer="sgd",
+            checkpoint_dir="unused",
+            checkpoint_every=0,
+        )
+
+
+# ------------------------------------------------------------------- SIGKILL
+CHILD_SCRIPT = """
+import os, sys, time
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+from keras_mle import checkpoint
+
+checkpoint_dir, marker, block_at = sys.argv[1], sys.argv[2], int(sys.argv[3])
+commits = []
+commit = checkpoint._commit
+
+
+def blocking_commit(temporary, path):
+    if path.endswith(".weights.h5"):
+        commits.append(path)
+        if len(commits) == block_at:
+            # The new backup is fully written to its temporary file but not yet moved into
+            # place: the parent kills this process with SIGKILL now.
+            open(marker, "w").close()
+            time.sleep(3600)
+    commit(temporary, path)
+
+
+checkpoint._commit = blocking_commit
+{run_training}
+run_training(checkpoint_dir, epochs={epochs})
+"""
+
+
+def test_sigkill_during_a_save_then_resume_is_exact(tmp_path, reference):
+    backup_dir, marker = tmp_path / "backup", tmp_path / "killed-here"
+    script = tmp_path / "child.py"
+    source = textwrap.dedent(inspect.getsource(run_training))
+    script.write_text(CHILD_SCRIPT.format(run_training=source, epochs=EPOCHS))
+    env = dict(os.environ, PYTHONPATH=REPO_ROOT, TF_CPP_MIN_LOG_LEVEL="3")
+    child = subprocess.Popen(
+        [sys.executable, str(script), str(backup_dir), str(marker), str(SAVES_BEFORE_KILL + 1)],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+    )
+    try:
+        deadline = time.monotonic() + CHILD_TIMEOUT
+        while not marker.exists():
+            if child.poll() is not None or time.monotonic() > deadline:
+                output = child.stdout.read().decode(errors="replace")[-3000:]
+                pytest.fail(f"child never reached the save (rc={child.returncode}):\n{output}")
+            time.sleep(0.05)
+        os.kill(child.pid, signal.SIGKILL)
+        child.wait(timeout=30)
+    finally:
+        if child.poll() is None:
+            os.kill(child.pid, signal.SIGKILL)
+            child.wait()
+        child.stdout.close()
+    assert child.returncode == -signal.SIGKILL
+
+    # The killed save left its temporary file; the previous backup is whole and consistent.
+    assert glob.glob(str(backup_dir / ".latest.weights.h5.tmp-*"))
+    assert checkpoint.read_backup(backup_dir)["epoch"] == SAVES_BEFORE_KILL
+    restored = run_training(epochs=1, seed=42)  # any built and compiled model of the same kind
+    checkpoint.restore_backup(restored, backup_dir)
+    assert_same_state(restored, run_training(epochs=SAVES_BEFORE_KILL))
+
+    resumed = run_training(backup_dir, epochs=EPOCHS, resume=True, seed=99)
+    assert_same_state(resumed, reference)
+    assert not glob.glob(str(backup_dir / ".latest.weights.h5.tmp-*"))
+
+
+KILLED_CHILD_SCRIPT = """
+import os, sys, time
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+import keras
+
+class Slow(keras.callbacks.Callback):
+    def on_epoch_end(self, epoch, logs=None):
+        time.sleep(0.05)
+
+{run_training}
+run_training(sys.argv[1], epochs={epochs}, callbacks=[Slow()])
+"""
+
+
+@pytest.mark.slow
+def test_sigkill_at_an_arbitrary_moment_then_resume_is_exact(tmp_path):
+    epochs = 200
+    backup_dir = tmp_path / "backup"
+    script = tmp_path / "child.py"
+    source = textwrap.dedent(inspect.getsource(run_training))
+    script.write_text(KILLED_CHILD_SCRIPT.format(run_training=source, epochs=epochs))
+    env = dict(os.environ, PYTHONPATH=REPO_ROOT, TF_CPP_MIN_LOG_LEVEL="3")
+    child = subprocess.Popen([sys.executable, str(script), str(backup_dir)], env=env)
+    try:
+        deadline = time.monotonic() + CHILD_TIMEOUT
+        while (checkpoint.read_backup(backup_dir) or {"epoch": 0})["epoch"] < 20:
+            assert child.poll() is None and time.monotonic() < deadline
+            time.sleep(0.05)
+        time.sleep(0.137)  # somewhere inside a later epoch or save
+    finally:
+        os.kill(child.pid, signal.SIGKILL)
+        child.wait()
+    stopped_at = checkpoint.read_backup(backup_dir)["epoch"]
+    assert 20 <= stopped_at < epochs
+    resumed = run_training(backup_dir, epochs=epochs, resume=True, seed=3)
+    assert_same_state(resumed, run_training(epochs=epochs))
+
+
+# ------------------------------------------------------------------- atomic writes
+def test_failure_between_write_and_rename_keeps_the_previous_backup(tmp_path, monkeypatch):
+    model = run_training(tmp_path, epochs=3)
+    before = training_state(model)
+    model.optimizer.learning_rate.assign(0.5)
+    for variable in model.trainable_variables:
+        variable.assign(variable + 1.0)
+
+    def failing_commit(temporary, path):
+        assert os.path.getsize(temporary) > 0
+        raise OSError("disk full (injected)")
+
+    monkeypatch.setattr(checkpoint, "_commit", failing_commit)
+    with pytest.raises(OSError, match="injected"):
+        checkpoint.write_backup(model, tmp_path, {"epoch": 4})
+    with pytest.raises(OSError, match="injected"):
+        checkpoint.save_model_atomic(model, tmp_path / "model.keras")
+    monkeypatch.undo()
+
+    assert sorted(os.listdir(tmp_path)) == [checkpoint.WEIGHTS_FILE, checkpoint.METADATA_FILE]
+    assert checkpoint.read_backup(tmp_path)["epoch"] == 3
+    restored = run_training(epochs=1, seed=11)
+    checkpoint.restore_backup(restored, tmp_path)
+    after = training_state(restored)
+    for name in before:
+        np.testing.assert_array_equal(after[name], before[name], err_msg=name)
+
+
+def test_backup_metadata_inside_the_weights_file_wins(tmp_path):
+    # A kill between the weights file and the JSON file leaves the JSON one epoch behind.
+    model = run_training(tmp_path, epochs=3)
+    checkpoint.write_backup(model, tmp_path, {"epoch": 3})
+    (tmp_path / checkpoint.METADATA_FILE).write_text('{"epoch": 2, "batch": 0}')
+    assert checkpoint.read_backup(tmp_path)["epoch"] == 3
+
+
+# ------------------------------------------------------------------- fit() and Keras callbacks
+def _fit_model(name, seed=0):
+    keras.utils.set_random_seed(seed)
+    model = {
+        "LinearRegression": lambda: keras_mle.LinearRegression(),
+        "GaussianMLE": lambda: keras_mle.GaussianMLE(mu=1.4, sigma=1.3),
+        "GaussianRegression": lambda: keras_mle.GaussianRegression(sigma=0.5),
+    }[name]()
+    x, y = keras_mle.data.noisy_line(n=48, seed=2)
+    if name == "GaussianMLE":
+        x, y = keras_mle.data.gaussian_sample(n=48, seed=2), None
+    model(x[:2])
+    model.compile(optimizer=keras.optimizers.Adam(0.05))
+    return model, x, y
+
+
+@functools.cache
+def _fit_reference(name):
+    """An uninterrupted 6-epoch fit of each model, shared by the tests."""
+    model, x, y = _fit_model(name)
+    _fit(model, x, y, [])
+    return model
+
+
+def _fit(model, x, y, callbacks, epochs=6):
+    return model.fit(
+        x, y, epochs=epochs, batch_size=16, shuffle=False, verbose=0, callbacks=callbacks
+    )
+
+
+MODEL_NAMES = ["LinearRegression", "GaussianMLE", "GaussianRegression"]
+
+
+def test_fit_backup_and_restore_is_exact_after_an_exception_mid_epoch(tmp_path):
+    model, x, y = _fit_model("GaussianRegression")
+    with pytest.raises(KeyboardInterrupt):
+        _fit(model, x, y, [mle_callbacks.BackupAndRestore(tmp_path), RaiseAt(3, 1)])
+    resumed, x, y = _fit_model("GaussianRegression", seed=8)
+    history = _fit(resumed, x, y, [mle_callbacks.BackupAndRestore(tmp_path)])
+    assert history.epoch == [3, 4, 5]
+    assert_same_state(resumed, _fit_reference("GaussianRegression"))
+    assert not os.path.exists(tmp_path / checkpoint.WEIGHTS_FILE)  # deleted at the end, as Keras
+
+
+class StopAtEpoch(keras.callbacks.Callback):
+    """Raises at the start of an epoch: an interruption at an epoch boundary."""
+
+    def __init__(self, epoch):
+        super().__init__()
+        self.stop_epoch = epoch
+
+    def on_epoch_begin(self, epoch, logs=None):
+        if epoch == self.stop_epoch:
+            raise KeyboardInterrupt
+
+
+@pytest.mark.parametrize("name", MODEL_NAMES)
+def test_keras_model_checkpoint_and_backup_and_restore_with_every_model(tmp_path, name):
+    """Keras' own callbacks and the package's atomic ones, `.keras` and `.weights.h5`."""
+    model, x, y = _fit_model(name)
+    paths = {
+        "keras/stock": tmp_path / "stock.keras",
+        "weights/stock": tmp_path / "stock.weights.h5",
+        "keras/atomic": tmp_path / "atomic-{epoch:02d}.keras",
+        "weights/atomic": tmp_path / "atomic.weights.h5",
+    }
+    callbacks = [
+        keras.callbacks.BackupAndRestore(tmp_path / "backup"),
+        keras.callbacks.ModelCheckpoint(paths["keras/stock"]),
+        keras.callbacks.ModelCheckpoint(paths["weights/stock"], save_weights_only=True),
+        mle_callbacks.ModelCheckpoint(str(paths["keras/atomic"])),
+        mle_callbacks.ModelCheckpoint(paths["weights/atomic"], save_weights_only=True),
+        StopAtEpoch(4),
+    ]
+    with pytest.raises(KeyboardInterrupt):
+        _fit(model, x, y, callbacks)
+
+    # Every checkpoint holds the state after epoch 4: the model's at the interruption.
+    expected = training_state(model)
+    assert os.path.exists(tmp_path / "atomic-01.keras")
+    loaded = {
+        "keras/stock": keras.models.load_model(paths["keras/stock"]),
+        "keras/atomic": keras.models.load_model(tmp_path / "atomic-04.keras"),
+    }
+    for kind in ("weights/stock", "weights/atomic"):
+        fresh, _, _ = _fit_model(name, seed=21)
+        fresh.optimizer.build(fresh.trainable_variables)
+        fresh.load_weights(paths[kind])
+        loaded[kind] = fresh
+    for kind, restored in loaded.items():
+        assert type(restored) is type(model), kind
+        state = training_state(restored)
+        for key in expected:
+            np.testing.assert_array_equal(state[key], expected[key], err_msg=f"{kind}: {key}")
+    assert not glob.glob(str(tmp_path / ".*tmp*"))
+
+    # Keras' BackupAndRestore resumes exactly from an epoch boundary.
+    resumed, x, y = _fit_model(name, seed=4)
+    history = _fit(resumed, x, y, [keras.callbacks.BackupAndRestore(tmp_path / "backup")])
+    assert history.epoch == [4, 5]
+    assert_same_state(resumed, _fit_reference(name))
+
+
+def test_backup_and_restore_rejects_batch_level_saving(tmp_path):
+    with pytest.raises(ValueError, match="save_every"):
+        mle_callbacks.BackupAndRestore(tmp_path, save_every=0)
+    with pytest.raises(TypeError):
+        mle_callbacks.BackupAndRestore(tmp_path, save_freq=10)

@@ -1,0 +1,127 @@
+"""The articles' data sets: seeded, float32, the right shapes, and moments near the truth."""
+
+import numpy as np
+import pytest
+
+from keras_mle import data
+
+
+def test_noisy_line_defaults_are_the_first_articles():
+    x, y = data.noisy_line()
+    assert x.shape == y.shape == (100,)
+    assert x.dtype == y.dtype == np.float32
+    assert 0.0 <= x.min() and x.max() < 1.0
+
+
+def test_noisy_line_is_seeded():
+    x1, y1 = data.noisy_line(seed=7)
+    x2, y2 = data.noisy_line(seed=7)
+    x3, _ = data.noisy_line(seed=8)
+    np.testing.assert_array_equal(x1, x2)
+    np.testing.assert_array_equal(y1, y2)
+    assert not np.array_equal(x1, x3)
+
+
+def test_noisy_line_is_the_documented_generator():
+    # x ~ U[0, 1), then y = m x + b + N(0, noise^2), drawn in that order from default_rng(seed),
+    # computed in float64 and rounded once to float32: bitwise equal.
+    rng = np.random.default_rng(3)
+    x = rng.uniform(size=50)
+    y = 0.5 * x - 1.0 + rng.normal(scale=0.2, size=50)
+    x_got, y_got = data.noisy_line(m=0.5, b=-1.0, n=50, noise=0.2, seed=3)
+    np.testing.assert_array_equal(x_got, x.astype(np.float32))
+    np.testing.assert_array_equal(y_got, y.astype(np.float32))
+
+
+def test_noisy_line_moments():
+    n = 200_000
+    x, y = data.noisy_line(m=1.0, b=2.0, n=n, noise=0.15, seed=0)
+    noise = y.astype(np.float64) - (x.astype(np.float64) + 2.0)
+    # Five standard errors: U[0,1) has sd 1/sqrt(12); the noise mean has sd 0.15/sqrt(n) and
+    # the noise sd an asymptotic sd of 0.15/sqrt(2n). A false alarm has probability < 1e-6.
+    assert abs(x.mean() - 0.5) < 5 / np.sqrt(12 * n)
+    assert abs(noise.mean()) < 5 * 0.15 / np.sqrt(n)
+    assert abs(noise.std() - 0.15) < 5 * 0.15 / np.sqrt(2 * n)
+
+
+def test_noise_free_line_is_exact():
+    x, y = data.noisy_line(m=3.0, b=-1.0, n=10, noise=0.0, seed=1)
+    # One float32 rounding of a value below 3 in magnitude: at most 2.4e-7.
+    np.testing.assert_allclose(y, 3.0 * x.astype(np.float64) - 1.0, atol=2.5e-7)
+
+
+def test_gaussian_sample_defaults_are_the_second_articles():
+    samples = data.gaussian_sample()
+    assert samples.shape == (1000,)
+    assert samples.dtype == np.float32
+    np.testing.assert_array_equal(samples, data.gaussian_sample(seed=0))
+    assert not np.array_equal(samples, data.gaussian_sample(seed=1))
+
+
+def test_gaussian_sample_is_the_documented_generator():
+    expected = np.random.default_rng(5).normal(loc=-3.0, scale=0.5, size=40)
+    got = data.gaussian_sample(mu=-3.0, sigma=0.5, n=40, seed=5)
+    np.testing.assert_array_equal(got, expected.astype(np.float32))
+
+
+def test_gaussian_sample_moments():
+    n = 200_000
+    samples = data.gaussian_sample(mu=2.0, sigma=1.0, n=n, seed=0).astype(np.float64)
+    # Five standard errors of the mean (sigma/sqrt(n)) and of the sd (sigma/sqrt(2n)).
+    assert abs(samples.mean() - 2.0) < 5 / np.sqrt(n)
+    assert abs(samples.std() - 1.0) < 5 / np.sqrt(2 * n)
+
+
+def test_stack_batches_pads_the_last_batch_with_zero_weights():
+    x = np.arange(10, dtype=np.float32)
+    y = 10 * x
+    xs, ys, ws = data.stack_batches(x, y, batch_size=4)
+    assert xs.shape == ys.shape == ws.shape == (3, 4)
+    np.testing.assert_array_equal(xs.ravel(), [0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 0, 1])
+    np.testing.assert_array_equal(ys.ravel(), 10 * xs.ravel())
+    np.testing.assert_array_equal(ws.ravel(), [1] * 10 + [0, 0])
+
+
+def test_stack_batches_keeps_weights_and_repeats_epochs():
+    x = np.arange(6, dtype=np.float32).reshape(6, 1)
+    w = np.array([1, 2, 3, 4, 5, 6], dtype=np.float32)
+    xs, ys, ws = data.stack_batches(x, None, w, batch_size=3, repeats=2)
+    assert ys is None
+    assert xs.shape == (4, 3, 1)
+    np.testing.assert_array_equal(xs[:2], xs[2:])
+    np.testing.assert_array_equal(ws.ravel(), np.tile(w, 2))
+
+
+def test_stack_batches_without_padding_adds_no_weights():
+    x = np.arange(8, dtype=np.float32)
+    xs, ys, ws = data.stack_batches(x, x, batch_size=4)
+    assert xs.shape == (2, 4)
+    assert ws is None
+
+
+def test_epoch_dataset_element_is_one_epoch():
+    x, y = data.noisy_line(n=10)
+    element = next(iter(data.epoch_dataset(x, y, batch_size=4)))[data.STACKED_KEY]
+    assert set(element) == {"x", "y", "sample_weight"}
+    assert element["x"].shape == (3, 4)
+    np.testing.assert_array_equal(element["sample_weight"].numpy().ravel()[-2:], [0, 0])
+
+
+@pytest.mark.parametrize("dtype", [np.int64, np.bool_])
+def test_check_array_casts_integers_and_booleans_to_float32(dtype):
+    checked = data.check_array("x", np.ones(3, dtype=dtype))
+    assert checked.dtype == np.float32
+
+
+def test_check_array_keeps_float64_and_accepts_lists_and_tensors():
+    import tensorflow as tf
+
+    assert data.check_array("x", np.ones(3)).dtype == np.float64
+    np.testing.assert_array_equal(data.check_array("x", [1.0, 2.0]), [1.0, 2.0])
+    np.testing.assert_array_equal(data.check_array("x", tf.constant([1.0, 2.0])), [1.0, 2.0])
+
+
+def test_check_xy_flattens_column_targets():
+    x, y = data.check_xy(np.zeros((4, 2)), np.arange(4.0).reshape(4, 1))
+    assert y.shape == (4,)
+    np.testing.assert_array_equal(y, np.arange(4.0))

@@ -1,0 +1,309 @@
+"""ParameterTensorBoard: event files read back, and a real TensorBoard server queried over HTTP.
+
+Steps must be the real epoch numbers under `fit()` and the compiled loops, and the logged values
+must be the training's own: they are checked against gradient descent worked out in NumPy,
+`scipy.stats.norm.logpdf` and the closed-form MLE.
+"""
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.parse
+import urllib.request
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+from scipy import stats
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+import keras_mle
+from keras_mle import callbacks as mle_callbacks
+from keras_mle import closed_form
+
+EPOCHS = 25
+IMAGE_EVERY = 10
+LEARNING_RATE = 0.35
+#: float32 training against float64 NumPy references.
+VALUE_TOL = 1e-5
+#: Where 25 epochs of gradient descent leave the line (contraction under 0.5 per epoch).
+CONVERGED_TOL = 1e-5
+#: A Gaussian sample's MLE after GAUSSIAN_EPOCHS of SGD(0.5).
+GAUSSIAN_EPOCHS = 20
+GAUSSIAN_TOL = 1e-4
+#: Seconds for the TensorBoard server to start and load the logs.
+SERVER_TIMEOUT = 90
+
+
+def read_events(run_dir):
+    """`{tag: (steps, values, plugin)}` from the event files of one run."""
+    accumulator = EventAccumulator(str(run_dir), size_guidance={"tensors": 0})
+    accumulator.Reload()
+    events = {}
+    for tag in accumulator.Tags()["tensors"]:
+        items = accumulator.Tensors(tag)
+        plugin = accumulator.SummaryMetadata(tag).plugin_data.plugin_name
+        values = [tf.make_ndarray(e.tensor_proto) for e in items] if plugin == "scalars" else None
+        events[tag] = ([e.step for e in items], values, plugin)
+    return events
+
+
+def two_feature_data(n=64, seed=0):
+    rng = np.random.default_rng(seed)
+    x = rng.normal(size=(n, 2)).astype("float32")
+    y = (x @ np.array([1.5, -0.5]) + 2.0 + 0.3 * rng.normal(size=n)).astype("float32")
+    return x, y
+
+
+def gradient_descent_mse(x, y, m, b, epochs):
+    x, y = x.astype(np.float64), y.astype(np.float64)
+    m, b = np.asarray(m, np.float64), float(b)
+    path = []
+    for _ in range(epochs):
+        residual = x @ m + b - y
+        m = m - LEARNING_RATE * 2 * x.T @ residual / len(y)
+        b = b - LEARNING_RATE * 2 * residual.mean()
+        path.append(np.concatenate([m, [b]]))
+    return np.array(path)
+
+
+def train(model, x, y, mode, epochs, callbacks, optimizer):
+    if mode == "fit":
+        model.compile(optimizer=optimizer)
+        return model.fit(
+            x, y, epochs=epochs, batch_size=len(x), shuffle=False, verbose=0, callbacks=callbacks
+        )
+    return keras_mle.loops.train(
+        model,
+        x,
+        y,
+        epochs=epochs,
+        batch_size=len(x),
+        optimizer=optimizer,
+        mode=mode,
+        callbacks=callbacks,
+        verbose=0,
+    )
+
+
+@pytest.mark.parametrize("mode", ["fit", "function", "xla"])
+def test_event_files_hold_every_tag_at_the_real_epochs(tmp_path, mode):
+    x, y = two_feature_data()
+    model = keras_mle.LinearRegression()
+    model(x[:2])
+    start = model.params
+    board = mle_callbacks.ParameterTensorBoard(tmp_path, data=(x, y), image_every=IMAGE_EVERY)
+    history = train(model, x, y, mode, EPOCHS, [board], keras.optimizers.SGD(LEARNING_RATE))
+    events = read_events(tmp_path / "train")
+
+    scalars = [
+        "parameters/m_0",
+        "parameters/m_1",
+        "parameters/b",
+        "statistics/loss",
+        "statistics/mse",
+        "statistics/gradient_norm",
+        "statistics/distance_to_closed_form",
+    ]
+    assert set(events) == {*scalars, "parameters/m", "fit"}
+    for tag in scalars:
+        assert events[tag][0] == list(range(EPOCHS)), tag
+        assert events[tag][2] == "scalars"
+    assert events["parameters/m"][0] == list(range(EPOCHS))
+    assert events["parameters/m"][2] == "histograms"
+    assert events["fit"][0] == [0, 10, 20, EPOCHS - 1]
+    assert events["fit"][2] == "images"
+
+    # Each step holds that epoch's parameters: the History's, and gradient descent's.
+    logged = np.stack([events[f"parameters/{k}"][1] for k in ("m_0", "m_1", "b")], axis=1).astype(
+        np.float32
+    )
+    recorded = np.array([history.history[k] for k in ("m_0", "m_1", "b")], np.float32).T
+    np.testing.assert_array_equal(logged, recorded)
+    expected = gradient_descent_mse(x, y, start["m"], start["b"], EPOCHS)
+    np.testing.assert_allclose(logged, expected, atol=VALUE_TOL)
+
+    # ... converging to OLS, with the statistics computed at those parameters.
+    ols = closed_form.ols(x, y)
+    reference = np.concatenate([ols["m"], [ols["b"]]])
+    distance = np.array(events["statistics/distance_to_closed_form"][1])
+    np.testing.assert_allclose(
+        distance, np.linalg.norm(expected - reference, axis=1), atol=VALUE_TOL
+    )
+    # Down every epoch, until float32 rounding of the parameters stops it (about 2e-7).
+    assert np.all(np.diff(distance) <= 0) and distance[-1] < CONVERGED_TOL
+    np.testing.assert_allclose(logged[-1], reference, atol=CONVERGED_TOL)
+    x64 = x.astype(np.float64)
+    mse = [np.mean((x64 @ p[:2] + p[2] - y) ** 2) for p in expected]
+    np.testing.assert_allclose(events["statistics/mse"][1], mse, rtol=VALUE_TOL)
+    assert events["statistics/gradient_norm"][1][-1] < 10 * CONVERGED_TOL
+
+
+@pytest.fixture(scope="module")
+def gaussian_logs(tmp_path_factory):
+    """A GaussianMLE fitted with fit() and ParameterTensorBoard: the logs of the server test."""
+    log_dir = tmp_path_factory.mktemp("tensorboard")
+    samples = keras_mle.data.gaussian_sample(mu=2.0, sigma=1.0, n=400, seed=7)
+    model = keras_mle.GaussianMLE(mu=1.4, sigma=1.3)
+    board = mle_callbacks.ParameterTensorBoard(log_dir, data=samples, image_every=10)
+    train(model, samples, None, "fit", GAUSSIAN_EPOCHS, [board], keras.optimizers.SGD(0.5))
+    return log_dir, samples, model
+
+
+def test_gaussian_log_likelihood_at_every_epoch(gaussian_logs):
+    log_dir, samples, model = gaussian_logs
+    events = read_events(log_dir / "train")
+    steps, mus, _ = events["parameters/mu"]
+    _, sigmas, _ = events["parameters/sigma"]
+    assert steps == list(range(GAUSSIAN_EPOCHS))
+    expected = [
+        stats.norm.logpdf(samples.astype(np.float64), m, s).sum()
+        for m, s in zip(mus, sigmas, strict=True)
+    ]
+    np.testing.assert_allclose(events["statistics/log_likelihood"][1], expected, rtol=VALUE_TOL)
+    mle = closed_form.gaussian_mle(samples)
+    assert abs(mus[-1] - mle["mu"]) < GAUSSIAN_TOL and abs(sigmas[-1] - mle["sigma"]) < GAUSSIAN_TOL
+    assert events["fit"][0] == [0, 10, GAUSSIAN_EPOCHS - 1]
+    assert "parameters/mu" not in {t for t, e in events.items() if e[2] == "histograms"}
+
+
+def test_steps_continue_across_a_resume(tmp_path):
+    x, y = two_feature_data()
+
+    class Interrupt(keras.callbacks.Callback):
+        def on_epoch_begin(self, epoch, logs=None):
+            if epoch == 6:
+                raise KeyboardInterrupt
+
+    def run(callbacks, resume):
+        keras_mle.loops.train(
+            keras_mle.LinearRegression(),
+            x,
+            y,
+            epochs=10,
+            batch_size=64,
+            optimizer="sgd",
+            verbose=0,
+            checkpoint_dir=tmp_path / "backup",
+            resume=resume,
+            callbacks=[mle_callbacks.ParameterTensorBoard(tmp_path / "logs"), *callbacks],
+        )
+
+    with pytest.raises(KeyboardInterrupt):
+        run([Interrupt()], resume=False)
+    run([], resume=True)
+    events = read_events(tmp_path / "logs" / "train")
+    assert events["parameters/b"][0] == list(range(10))
+
+
+# ------------------------------------------------------------------- a real TensorBoard server
+def _free_port():
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def _get(url):
+    with urllib.request.urlopen(url, timeout=10) as response:
+        return response.read()
+
+
+@pytest.fixture
+def tensorboard_server(gaussian_logs):
+    log_dir = gaussian_logs[0]
+    port = _free_port()
+    # TensorBoard runs without TensorFlow (its "reduced feature set", which serves scalars and
+    # images): it then starts in about 2 s instead of 15 on this machine.
+    launcher = (
+        "import sys; sys.modules['tensorflow'] = None; "
+        "from tensorboard.main import run_main; run_main()"
+    )
+    command = [
+        sys.executable,
+        "-c",
+        launcher,
+        "--logdir",
+        str(log_dir),
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--reload_interval",
+        "1",
+        "--load_fast",
+        "false",
+    ]
+    server = subprocess.Popen(
+        command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True
+    )
+    try:
+        yield f"http://127.0.0.1:{port}", server
+    finally:
+        # The server leads its own process group: stop it and anything it started.
+        os.killpg(server.pid, signal.SIGTERM)
+        try:
+            server.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            os.killpg(server.pid, signal.SIGKILL)
+            server.wait()
+        server.stdout.close()
+
+
+def _wait_for_tags(base, server, wanted):
+    deadline = time.monotonic() + SERVER_TIMEOUT
+    while True:
+        if server.poll() is not None:
+            pytest.fail(f"TensorBoard exited: {server.stdout.read().decode(errors='replace')}")
+        try:
+            tags = json.loads(_get(f"{base}/data/plugin/scalars/tags"))
+            if wanted <= set(tags.get("train", {})):
+                return tags
+        except OSError:
+            pass  # not listening yet
+        if time.monotonic() > deadline:
+            pytest.fail(f"TensorBoard did not serve {sorted(wanted)} within {SERVER_TIMEOUT} s")
+        time.sleep(0.25)
+
+
+def test_a_real_tensorboard_server_serves_the_scalars_and_the_image(
+    tensorboard_server, gaussian_logs
+):
+    base, server = tensorboard_server
+    _, samples, _ = gaussian_logs
+    wanted = {
+        "parameters/mu",
+        "parameters/sigma",
+        "statistics/loss",
+        "statistics/log_likelihood",
+        "statistics/gradient_norm",
+        "statistics/distance_to_closed_form",
+    }
+    _wait_for_tags(base, server, wanted)
+
+    def scalars(tag):
+        query = urllib.parse.urlencode({"run": "train", "tag": tag})
+        rows = json.loads(_get(f"{base}/data/plugin/scalars/scalars?{query}"))
+        return [row[1] for row in rows], np.array([row[2] for row in rows])
+
+    steps, mus = scalars("parameters/mu")
+    _, sigmas = scalars("parameters/sigma")
+    _, distances = scalars("statistics/distance_to_closed_form")
+    assert steps == list(range(GAUSSIAN_EPOCHS))
+    mle = closed_form.gaussian_mle(samples)
+    assert abs(mus[-1] - mle["mu"]) < GAUSSIAN_TOL and abs(sigmas[-1] - mle["sigma"]) < GAUSSIAN_TOL
+    np.testing.assert_allclose(
+        distances, np.hypot(mus - mle["mu"], sigmas - mle["sigma"]), atol=VALUE_TOL
+    )
+
+    image_tags = json.loads(_get(f"{base}/data/plugin/images/tags"))
+    assert "fit" in image_tags["train"]
+    query = urllib.parse.urlencode({"run": "train", "tag": "fit", "sample": 0})
+    images = json.loads(_get(f"{base}/data/plugin/images/images?{query}"))
+    assert [image["step"] for image in images] == [0, 10, GAUSSIAN_EPOCHS - 1]
+    png = _get(f"{base}/data/plugin/images/individualImage?{images[-1]['query']}")
+    assert png.startswith(b"\x89PNG\r\n\x1a\n")
