@@ -113,8 +113,16 @@ def _add_fit_parser(commands):
 
 
 def _add_show_parser(commands):
-    show = commands.add_parser("show", help="print a saved model's type and parameters")
+    show = commands.add_parser(
+        "show",
+        help="print a saved model's type and parameters (with --data: its inference summary)",
+    )
     show.add_argument("model_path", metavar="MODEL.keras")
+    show.add_argument(
+        "--data", metavar="FILE.csv", help="the data it was fitted on: print the summary table"
+    )
+    show.add_argument("--x", metavar="COL[,COL...]", help="feature column(s) of --data")
+    show.add_argument("--y", metavar="COL", help="target column of --data")
     show.set_defaults(handler=_run_show)
 
 
@@ -294,6 +302,16 @@ def _run_show(args) -> int:
         raise UsageError(f"cannot load {path}: {error}") from None
     if not isinstance(model, keras_mle.MaximumLikelihoodModel):
         raise UsageError(f"{path} holds a {type(model).__name__}, not a keras_mle model")
+    if args.data is not None:
+        # `_fit_inputs` reads one column for a model of a sample, x and y columns otherwise.
+        args.model = "linear" if model.takes_targets else "gaussian"
+        x, y = _fit_inputs(args)
+        try:
+            result = keras_mle.inference(model, x, y)
+        except (TypeError, ValueError) as error:
+            raise UsageError(error) from None
+        print(result.summary())
+        return 0
     print(f"{type(model).__name__} ({path})")
     optimizer = getattr(model, "optimizer", None)
     if optimizer is not None:

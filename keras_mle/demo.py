@@ -4,7 +4,8 @@ Experiment 1 fits `y = m x + b` to a noisy line by MSE; experiment 2 fits `(mu, 
 Gaussian sample by NLL; experiment 3 fits `y ~ N(m x + b, sigma^2)` by NLL and shows that MSE and
 likelihood share their argmin in `(m, b)`. Each run starts from the same initial values and
 writes TensorBoard logs; the fitted models are saved as `.keras`, the articles' plots as PNG,
-and one table per experiment compares every estimate with the closed-form MLE.
+one table per experiment compares every estimate with the closed-form MLE, and a
+summary table gives the `fit()` estimate's standard errors and intervals (`keras_mle.inference`).
 
 `fit()` runs the package's recommended fast path (`keras_mle.data.epoch_dataset` with
 `jit_compile=True`): the same optimizer steps as `fit(x, y, batch_size=N, shuffle=False)`, with
@@ -22,6 +23,7 @@ import numpy as np
 
 from keras_mle import closed_form, data, loops
 from keras_mle.callbacks import ParameterTensorBoard
+from keras_mle.inference import inference
 from keras_mle.models import GaussianMLE, GaussianRegression, LinearRegression
 
 MODES = ("fit", *loops.MODES)
@@ -205,7 +207,9 @@ def run(out: str = "demo_output", quick: bool = False) -> dict:
     for experiment in experiments(quick=quick):
         runs = run_experiment(experiment, out)
         results[experiment.name] = (experiment, runs)
-        table = format_table(experiment, runs)
+        # Standard errors, intervals and information criteria of the fit() estimate.
+        summary = inference(runs[0].model, experiment.x, experiment.y).summary()
+        table = format_table(experiment, runs) + "\n\n" + summary
         tables.append(table)
         print(table, end="\n\n", flush=True)
     plots.demo_plots(results, os.path.join(out, "plots"))

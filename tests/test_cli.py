@@ -242,3 +242,37 @@ def test_show_errors(tmp_path, capsys):
     (tmp_path / "broken.keras").write_text("not a zip archive")
     code, out, err = run(capsys, "show", tmp_path / "broken.keras")
     _check_usage_error(tmp_path, code, out, err, command="show")
+
+
+def test_show_with_data_prints_the_summary_table(tmp_path, capsys, data):
+    import statsmodels.api as sm
+
+    path, values = data
+    out_file = tmp_path / "line.keras"
+    code, _, err = run(
+        capsys,
+        "fit",
+        "linear",
+        "--data",
+        path,
+        "--x",
+        "a,b",
+        "--y",
+        "y",
+        *TRAINING,
+        "--out",
+        out_file,
+    )
+    assert code == 0, err
+    code, out, err = run(capsys, "show", out_file, "--data", path, "--x", "a,b", "--y", "y")
+    assert code == 0, err
+    assert "keras_mle inference: LinearRegression" in out and "std err" in out
+    rows = {line.split()[0]: line.split() for line in out.splitlines() if line[:1] in "mb"}
+    design = sm.add_constant(np.stack([values["a"], values["b"]], 1).astype(np.float64))
+    ols = sm.OLS(values["y"].astype(np.float64), design).fit()
+    # The table prints 6 significant digits; the CLI fit is within CLI_TOL of the closed form.
+    for label, index in (("m_0", 1), ("m_1", 2), ("b", 0)):
+        assert float(rows[label][1]) == pytest.approx(ols.params[index], abs=2 * CLI_TOL)
+        assert float(rows[label][2]) == pytest.approx(ols.bse[index], rel=1e-3)
+    code, out, err = run(capsys, "show", out_file, "--data", path, "--x", "nope", "--y", "y")
+    assert code == 2 and "nope" in err and len(err.strip().splitlines()) == 1

@@ -85,3 +85,17 @@ def test_mirrored_fit_matches_one_device(strategy, cls, kwargs, n, batch_size, l
         kwargs = {"sample_weight": weights, "batch_size": batch_size, "verbose": 0}
         evaluation = mirrored.evaluate(*arrays, **kwargs)
         np.testing.assert_allclose(evaluation, single.evaluate(*arrays, **kwargs), rtol=1e-5)
+
+
+def test_epoch_dataset_under_strategy_is_refused_clearly(strategy):
+    x, y = data.noisy_line(n=20, seed=0)
+    with strategy.scope():
+        model = keras_mle.LinearRegression()
+        model(x[:2])
+        model.compile(optimizer=keras.optimizers.SGD(0.1))
+    before = model.get_weights()
+    dataset = data.epoch_dataset(*model.check_data(x, y), batch_size=10)
+    with pytest.raises(ValueError, match="single-device fast path"):
+        model.fit(dataset, epochs=1, steps_per_epoch=1, verbose=0)
+    for old, new in zip(before, model.get_weights(), strict=True):
+        np.testing.assert_array_equal(old, new)

@@ -311,6 +311,12 @@ class MaximumLikelihoodModel(keras.Model):
 
     def train_step(self, data):
         if isinstance(data, dict) and data_lib.STACKED_KEY in data:
+            if self.distribute_strategy.num_replicas_in_sync > 1:
+                # Optimizer steps inside a tf.while_loop cannot merge_call across replicas.
+                raise ValueError(
+                    "x: keras_mle.data.epoch_dataset is a single-device fast path; under a "
+                    "tf.distribute strategy pass the arrays to fit(x, y) instead."
+                )
             self.train_batches(**data[data_lib.STACKED_KEY])
         else:
             self.apply_step(*self._unpack(data))
@@ -372,6 +378,9 @@ class MaximumLikelihoodModel(keras.Model):
         if _is_in_memory(x):
             x, y, sample_weight = self.check_data(x, y, sample_weight)
             y = self._placeholder_targets(x, y, sample_weight)
+        elif isinstance(x, tf.data.Dataset) and len(args) < 7:
+            # Keras ignores `shuffle` for datasets, and warns when left at its default True.
+            kwargs.setdefault("shuffle", False)
         if isinstance(validation_data, (tuple, list)):
             validation_data = self._check_validation(validation_data)
         with _floatx(self.data_dtype):
