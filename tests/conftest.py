@@ -11,9 +11,7 @@ import tensorflow as tf  # noqa: E402
 # Two logical CPU devices stand in for two GPUs in the tf.distribute tests; this must run
 # before any op executes, so it lives here rather than in a fixture.
 _cpus = tf.config.list_physical_devices("CPU")
-tf.config.set_logical_device_configuration(
-    _cpus[0], [tf.config.LogicalDeviceConfiguration()] * 2
-)
+tf.config.set_logical_device_configuration(_cpus[0], [tf.config.LogicalDeviceConfiguration()] * 2)
 
 
 def pytest_addoption(parser):
