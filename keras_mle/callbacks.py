@@ -25,6 +25,7 @@ import tensorflow as tf
 
 from keras_mle import checkpoint
 from keras_mle import closed_form as closed_form_lib
+from keras_mle import data as data_lib
 from keras_mle.models import GaussianMLE, GaussianRegression, LinearRegression
 
 __all__ = [
@@ -421,8 +422,7 @@ class ConvergenceStopping(keras.callbacks.Callback):
                 raise ValueError(f"{name} must be a finite number > 0, got {value!r}.")
         if gradient_tolerance is not None and data is None:
             raise ValueError("gradient_tolerance needs data=(x, y) to compute the gradient norm.")
-        if isinstance(patience, bool) or not isinstance(patience, int) or patience < 1:
-            raise ValueError(f"patience must be a positive integer, got {patience!r}.")
+        data_lib.check_positive_int("patience", patience)
         self.data = data
         self.parameter_tolerance = parameter_tolerance
         self.gradient_tolerance = gradient_tolerance
@@ -521,8 +521,7 @@ class BackupAndRestore(keras.callbacks.BackupAndRestore):
         super().__init__(
             os.fspath(backup_dir), save_freq="epoch", delete_checkpoint=delete_checkpoint
         )
-        if isinstance(save_every, bool) or not isinstance(save_every, int) or save_every < 1:
-            raise ValueError(f"save_every must be a positive integer, got {save_every!r}.")
+        data_lib.check_positive_int("save_every", save_every)
         self.save_every = save_every
         self.restore = restore
         self._saved_epoch = None

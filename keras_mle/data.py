@@ -14,6 +14,7 @@ __all__ = [
     "check_array",
     "check_xy",
     "check_sample_weight",
+    "check_positive_int",
     "stack_batches",
     "epoch_dataset",
 ]
@@ -44,7 +45,7 @@ def noisy_line(
     Returns:
         `(x, y)`, two float32 arrays of shape `(n,)`.
     """
-    _check_count("n", n)
+    check_positive_int("n", n)
     _check_finite_scalar("m", m)
     _check_finite_scalar("b", b)
     _check_positive("noise", noise, allow_zero=True)
@@ -72,7 +73,7 @@ def gaussian_sample(
     Returns:
         A float32 array of shape `(n,)`.
     """
-    _check_count("n", n)
+    check_positive_int("n", n)
     _check_finite_scalar("mu", mu)
     _check_positive("sigma", sigma)
     rng = np.random.default_rng(seed)
@@ -94,8 +95,8 @@ def stack_batches(x, y=None, sample_weight=None, *, batch_size: int, repeats: in
     Returns:
         `(x, y, sample_weight)` stacked; `y` is `None` when not given.
     """
-    _check_count("batch_size", batch_size)
-    _check_count("repeats", repeats)
+    check_positive_int("batch_size", batch_size)
+    check_positive_int("repeats", repeats)
     n = len(x)
     pad = -n % batch_size
     if pad or repeats > 1:
@@ -213,7 +214,8 @@ def check_sample_weight(sample_weight, n: int, *, dtype=None, name: str = "sampl
     return w
 
 
-def _check_count(name, value):
+def check_positive_int(name: str, value) -> None:
+    """Raises `ValueError` naming `name` unless `value` is an integer >= 1 (not a bool)."""
     if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
         raise ValueError(f"{name} must be a positive integer, got {value!r}.")
 

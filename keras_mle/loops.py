@@ -78,9 +78,9 @@ def train(
     """
     if mode not in MODES:
         raise ValueError(f"mode must be one of {MODES}, got {mode!r}.")
-    _check_positive_int("epochs", epochs)
-    _check_positive_int("batch_size", batch_size)
-    _check_positive_int("checkpoint_every", checkpoint_every)
+    data_lib.check_positive_int("epochs", epochs)
+    data_lib.check_positive_int("batch_size", batch_size)
+    data_lib.check_positive_int("checkpoint_every", checkpoint_every)
     if resume and checkpoint_dir is None:
         raise ValueError("resume=True needs checkpoint_dir, the folder to resume from.")
     x, y, sample_weight = model.check_data(x, y, sample_weight)
@@ -174,8 +174,3 @@ def _graph_epoch(model, jit_compile):
         return values
 
     return run_epoch
-
-
-def _check_positive_int(name, value):
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
-        raise ValueError(f"{name} must be a positive integer, got {value!r}.")

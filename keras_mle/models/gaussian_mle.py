@@ -90,7 +90,7 @@ class GaussianMLE(MaximumLikelihoodModel):
 
     def sample(self, n: int, seed=None) -> np.ndarray:
         """`n` draws from the fitted `N(mu, sigma^2)`."""
-        data_lib._check_count("n", n)
+        data_lib.check_positive_int("n", n)
         params = self.params
         rng = np.random.default_rng(seed)
         return rng.normal(params["mu"], params["sigma"], size=n).astype(self.dtype)
