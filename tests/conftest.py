@@ -14,6 +14,22 @@ _cpus = tf.config.list_physical_devices("CPU")
 tf.config.set_logical_device_configuration(_cpus[0], [tf.config.LogicalDeviceConfiguration()] * 2)
 
 
+@pytest.fixture(scope="module")
+def line():
+    """The first article's data: y = x + 2 plus N(0, 0.15^2) noise, 100 points."""
+    from keras_mle import data
+
+    return data.noisy_line(m=1.0, b=2.0, n=100, noise=0.15, seed=0)
+
+
+@pytest.fixture(scope="module")
+def samples():
+    """The second article's data: 1000 draws from N(2, 1)."""
+    from keras_mle import data
+
+    return data.gaussian_sample(mu=2.0, sigma=1.0, n=1000, seed=0)
+
+
 def pytest_addoption(parser):
     parser.addoption("--run-slow", action="store_true", help="also run tests marked slow")
 

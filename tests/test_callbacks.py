@@ -4,6 +4,7 @@ Expected numbers are worked out independently: gradient-descent trajectories and
 float64 NumPy, log-likelihoods with `scipy.stats.norm`, MLEs from `keras_mle.closed_form`.
 """
 
+import helpers
 import keras
 import numpy as np
 import pytest
@@ -34,22 +35,7 @@ def two_feature_data(n=64, seed=0):
 
 def train(model, x, y, mode, epochs, callbacks, optimizer=None):
     optimizer = optimizer or keras.optimizers.SGD(LEARNING_RATE)
-    if mode == "fit":
-        model.compile(optimizer=optimizer)
-        return model.fit(
-            x, y, epochs=epochs, batch_size=len(x), shuffle=False, verbose=0, callbacks=callbacks
-        )
-    return keras_mle.loops.train(
-        model,
-        x,
-        y,
-        epochs=epochs,
-        batch_size=len(x),
-        optimizer=optimizer,
-        mode=mode,
-        callbacks=callbacks,
-        verbose=0,
-    )
+    return helpers.train(model, x, y, mode, epochs, callbacks, optimizer)
 
 
 def gradient_descent_mse(x, y, m, b, epochs, learning_rate=LEARNING_RATE):

@@ -13,11 +13,6 @@ RTOL = 1e-10
 
 
 @pytest.fixture
-def line():
-    return data.noisy_line(m=1.0, b=2.0, n=100, noise=0.15, seed=0)
-
-
-@pytest.fixture
 def plane():
     rng = np.random.default_rng(11)
     x = rng.normal(size=(200, 3))

@@ -5,21 +5,11 @@ import numpy as np
 import pytest
 
 import keras_mle
-from keras_mle import data, loops
+from keras_mle import loops
 
 # The parity bounds: eager and tf.function run the same float32 ops as fit() (bitwise
 # equal in practice); XLA fuses and reorders them, about 1 ulp per step.
 PARITY_ATOL = {"eager": 1e-6, "function": 1e-6, "xla": 1e-5}
-
-
-@pytest.fixture(scope="module")
-def line():
-    return data.noisy_line(m=1.0, b=2.0, n=100, noise=0.15, seed=0)
-
-
-@pytest.fixture(scope="module")
-def samples():
-    return data.gaussian_sample(mu=2.0, sigma=1.0, n=1000, seed=0)
 
 
 CASES = {

@@ -32,16 +32,6 @@ EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
 
 
 @pytest.fixture(scope="module")
-def line():
-    return data.noisy_line(m=1.0, b=2.0, n=100, noise=0.15, seed=0)
-
-
-@pytest.fixture(scope="module")
-def samples():
-    return data.gaussian_sample(mu=2.0, sigma=1.0, n=1000, seed=0)
-
-
-@pytest.fixture(scope="module")
 def plane():
     rng = np.random.default_rng(11)
     x = rng.normal(size=(200, 3))

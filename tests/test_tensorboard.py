@@ -15,6 +15,7 @@ import time
 import urllib.parse
 import urllib.request
 
+import helpers
 import keras
 import numpy as np
 import pytest
@@ -72,25 +73,6 @@ def gradient_descent_mse(x, y, m, b, epochs):
     return np.array(path)
 
 
-def train(model, x, y, mode, epochs, callbacks, optimizer):
-    if mode == "fit":
-        model.compile(optimizer=optimizer)
-        return model.fit(
-            x, y, epochs=epochs, batch_size=len(x), shuffle=False, verbose=0, callbacks=callbacks
-        )
-    return keras_mle.loops.train(
-        model,
-        x,
-        y,
-        epochs=epochs,
-        batch_size=len(x),
-        optimizer=optimizer,
-        mode=mode,
-        callbacks=callbacks,
-        verbose=0,
-    )
-
-
 @pytest.mark.parametrize("mode", ["fit", "function", "xla"])
 def test_event_files_hold_every_tag_at_the_real_epochs(tmp_path, mode):
     x, y = two_feature_data()
@@ -98,7 +80,7 @@ def test_event_files_hold_every_tag_at_the_real_epochs(tmp_path, mode):
     model(x[:2])
     start = model.params
     board = mle_callbacks.ParameterTensorBoard(tmp_path, data=(x, y), image_every=IMAGE_EVERY)
-    history = train(model, x, y, mode, EPOCHS, [board], keras.optimizers.SGD(LEARNING_RATE))
+    history = helpers.train(model, x, y, mode, EPOCHS, [board], keras.optimizers.SGD(LEARNING_RATE))
     events = read_events(tmp_path / "train")
 
     scalars = [
@@ -151,7 +133,7 @@ def gaussian_logs(tmp_path_factory):
     samples = keras_mle.data.gaussian_sample(mu=2.0, sigma=1.0, n=400, seed=7)
     model = keras_mle.GaussianMLE(mu=1.4, sigma=1.3)
     board = mle_callbacks.ParameterTensorBoard(log_dir, data=samples, image_every=10)
-    train(model, samples, None, "fit", GAUSSIAN_EPOCHS, [board], keras.optimizers.SGD(0.5))
+    helpers.train(model, samples, None, "fit", GAUSSIAN_EPOCHS, [board], keras.optimizers.SGD(0.5))
     return log_dir, samples, model
 
 
