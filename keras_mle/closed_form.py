@@ -60,11 +60,7 @@ def gaussian_mle(samples, sample_weight=None) -> dict:
     x = data_lib.check_array("samples", samples, dtype=np.float64, ndim=(1,))
     w = data_lib.check_sample_weight(sample_weight, len(x), dtype=np.float64)
     w = np.ones_like(x) if w is None else w
-    if np.ptp(x[w > 0]) == 0:
-        raise ValueError(
-            "samples are constant: the likelihood grows without bound as sigma -> 0, "
-            "so no MLE exists."
-        )
+    data_lib.check_not_constant("samples", x[w > 0])
     mu = w @ x / w.sum()
     sigma = np.sqrt(w @ (x - mu) ** 2 / w.sum())
     return {"mu": np.float64(mu), "sigma": np.float64(sigma)}

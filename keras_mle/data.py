@@ -1,26 +1,49 @@
-"""Built-in data sets of the two articles, and the input checks every entry point shares.
+"""Built-in data sets, the input checks every entry point shares, and the datasets `fit` reads.
 
 The checks run before any work: a bad argument raises a `ValueError` (a `TypeError` for
-non-numeric data) whose message starts with the argument's name.
+non-numeric data) whose message starts with the argument's name. They are the package's one
+validation vocabulary: `check_array`, `check_xy`, `check_sample_weight`, `check_positive_int`,
+`check_optional_positive_int`, `check_finite_scalar`, `check_positive_scalar`,
+`check_not_constant`, and `cast_for_model` (which warns with `PrecisionWarning` when a cast to the
+model's dtype would lose information).
 """
 
 from __future__ import annotations
 
+import math
+import typing
+import warnings
+
 import numpy as np
+import tensorflow as tf
 
 __all__ = [
+    "PrecisionWarning",
     "noisy_line",
     "gaussian_sample",
     "check_array",
     "check_xy",
     "check_sample_weight",
     "check_positive_int",
+    "check_optional_positive_int",
+    "check_finite_scalar",
+    "check_positive_scalar",
+    "check_not_constant",
+    "cast_for_model",
+    "array_dataset",
     "stack_batches",
     "epoch_dataset",
+    "EpochBatches",
 ]
 
-#: Key of a data element that holds a whole epoch of stacked batches (see `epoch_dataset`).
-STACKED_KEY = "stacked_batches"
+#: Largest shift a cast may give the values of a column, as a fraction of the column's standard
+#: deviation, before `cast_for_model` warns. At 1e-4 the slopes fitted to the cast data can be
+#: off by about that fraction, far more than the 1e-7 float32 arithmetic itself costs.
+PRECISION_TOLERANCE = 1e-4
+
+
+class PrecisionWarning(UserWarning):
+    """Data lose information in the cast to the model's dtype (call `adapt`, or use float64)."""
 
 
 def noisy_line(
@@ -46,9 +69,9 @@ def noisy_line(
         `(x, y)`, two float32 arrays of shape `(n,)`.
     """
     check_positive_int("n", n)
-    _check_finite_scalar("m", m)
-    _check_finite_scalar("b", b)
-    _check_positive("noise", noise, allow_zero=True)
+    check_finite_scalar("m", m)
+    check_finite_scalar("b", b)
+    check_positive_scalar("noise", noise, allow_zero=True)
     rng = np.random.default_rng(seed)
     x = rng.uniform(size=n)
     y = m * x + b + rng.normal(scale=noise, size=n)
@@ -74,8 +97,8 @@ def gaussian_sample(
         A float32 array of shape `(n,)`.
     """
     check_positive_int("n", n)
-    _check_finite_scalar("mu", mu)
-    _check_positive("sigma", sigma)
+    check_finite_scalar("mu", mu)
+    check_positive_scalar("sigma", sigma)
     rng = np.random.default_rng(seed)
     return rng.normal(loc=mu, scale=sigma, size=n).astype(np.float32)
 
@@ -123,15 +146,75 @@ def epoch_dataset(x, y=None, sample_weight=None, *, batch_size: int, repeats: in
     so Keras' per-batch and per-epoch overheads are paid once per epoch. For small data, `repeats`
     packs several epochs into one element: one Keras epoch is then `repeats` passes.
 
+    Each element is an `EpochBatches`, the explicit type by which `train_step` recognises it.
     Inputs must already be checked (`model.check_data(x, y, sample_weight)`).
     """
-    import tensorflow as tf
-
     stacked = stack_batches(x, y, sample_weight, batch_size=batch_size, repeats=repeats)
-    element = {
-        k: v for k, v in zip(("x", "y", "sample_weight"), stacked, strict=True) if v is not None
-    }
-    return tf.data.Dataset.from_tensors({STACKED_KEY: element}).repeat()
+    element = EpochBatches(*(None if a is None else tf.constant(a) for a in stacked))
+    return tf.data.Dataset.from_tensors(element).repeat()
+
+
+def array_dataset(arrays: tuple, *, batch_size: int, shuffle: bool = False):
+    """Batches of in-memory arrays as a `tf.data.Dataset`, in the arrays' own dtype.
+
+    This is what the models' `fit`, `evaluate` and `predict` feed Keras instead of the arrays
+    themselves: Keras' array adapter casts every float array to `keras.config.floatx()`, which
+    would round float64 data for a float64 or adapted model. Each element is the tuple of the
+    batch's rows of every array (the bare array when there is one). The last batch may be
+    shorter. With `shuffle`, each pass draws a permutation with `tf.random.shuffle`, as Keras'
+    own adapter does (so `keras.utils.set_random_seed` fixes it).
+
+    Args:
+        arrays: Checked arrays with the same first dimension, e.g. `(x, y, sample_weight)`.
+        batch_size: Rows per batch.
+        shuffle: Shuffle the rows at each pass. Defaults to `False`.
+    """
+    check_positive_int("batch_size", batch_size)
+    n = len(arrays[0])
+    num_batches = -(-n // batch_size)
+    tensors = tuple(tf.constant(a) for a in arrays)
+    data = tf.data.Dataset.from_tensors(tensors).repeat()
+    if shuffle:
+
+        def batches_of(order):
+            return tf.data.Dataset.range(num_batches).map(
+                lambda i: order[i * batch_size : (i + 1) * batch_size]
+            )
+
+        keys = (
+            tf.data.Dataset.range(1)
+            .map(lambda _: tf.random.shuffle(tf.range(n, dtype=tf.int64)))
+            .flat_map(batches_of)
+        )
+
+        def take(rows, arrays):
+            return tuple(tf.gather(a, rows) for a in arrays)
+
+    else:
+        keys = tf.data.Dataset.range(num_batches)
+
+        def take(i, arrays):
+            return tuple(a[i * batch_size : (i + 1) * batch_size] for a in arrays)
+
+    if len(arrays) == 1:
+        dataset = tf.data.Dataset.zip((keys, data)).map(lambda key, a: take(key, a)[0])
+    else:
+        dataset = tf.data.Dataset.zip((keys, data)).map(take)
+    # Known cardinality: Keras then makes exactly num_batches steps per epoch.
+    dataset = dataset.apply(tf.data.experimental.assert_cardinality(num_batches))
+    return dataset.prefetch(1)
+
+
+class EpochBatches(tf.experimental.ExtensionType):
+    """One whole epoch of stacked batches: `x[i]` is batch `i` (see `stack_batches`).
+
+    The element type of `epoch_dataset`, by which `train_step` knows to run an in-graph loop
+    over the batches rather than one step.
+    """
+
+    x: tf.Tensor
+    y: typing.Optional[tf.Tensor] = None  # noqa: UP007 (ExtensionType reads typing.Optional)
+    sample_weight: typing.Optional[tf.Tensor] = None  # noqa: UP007
 
 
 def check_array(name: str, value, *, dtype=None, ndim: tuple[int, ...] = (1, 2)) -> np.ndarray:
@@ -139,9 +222,9 @@ def check_array(name: str, value, *, dtype=None, ndim: tuple[int, ...] = (1, 2))
 
     Args:
         name: Argument name used in error messages.
-        value: Array-like (NumPy array, list, `tf.Tensor`).
+        value: Array-like (NumPy array, list, `tf.Tensor`, pandas object).
         dtype: If given, the float dtype of the result. Defaults to `None` (keep floats, cast
-            integers and booleans to float32).
+            integers and booleans to float64, which holds them exactly).
         ndim: Allowed numbers of dimensions. Defaults to `(1, 2)`.
 
     Raises:
@@ -164,7 +247,7 @@ def check_array(name: str, value, *, dtype=None, ndim: tuple[int, ...] = (1, 2))
     if array.size == 0:
         raise ValueError(f"{name} is empty (shape {array.shape}).")
     if dtype is None:
-        dtype = array.dtype if array.dtype.kind == "f" else np.float32
+        dtype = array.dtype if array.dtype.kind == "f" else np.float64
     array = array.astype(dtype, copy=False)
     if not np.all(np.isfinite(array)):
         bad = int(np.size(array) - np.count_nonzero(np.isfinite(array)))
@@ -214,25 +297,75 @@ def check_sample_weight(sample_weight, n: int, *, dtype=None, name: str = "sampl
     return w
 
 
-def check_positive_int(name: str, value) -> None:
+def check_positive_int(name: str, value) -> int:
     """Raises `ValueError` naming `name` unless `value` is an integer >= 1 (not a bool)."""
     if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
         raise ValueError(f"{name} must be a positive integer, got {value!r}.")
+    return int(value)
 
 
-def _check_finite_scalar(name, value):
+def check_optional_positive_int(name: str, value) -> int | None:
+    """`None`, or an integer >= 1 (see `check_positive_int`)."""
+    return None if value is None else check_positive_int(name, value)
+
+
+def check_finite_scalar(name: str, value) -> float:
+    """Returns `value` as a finite Python float, or raises naming `name`."""
+    if isinstance(value, bool):
+        raise TypeError(f"{name} must be a number, got {value!r}.")
     try:
-        value = float(value)
+        number = float(value)
     except (TypeError, ValueError):
         raise TypeError(f"{name} must be a number, got {value!r}.") from None
-    if not np.isfinite(value):
+    if not math.isfinite(number):
         raise ValueError(f"{name} must be finite, got {value!r}.")
-    return value
+    return number
 
 
-def _check_positive(name, value, allow_zero=False):
-    value = _check_finite_scalar(name, value)
-    if value < 0 or (value == 0 and not allow_zero):
+def check_positive_scalar(name: str, value, *, allow_zero: bool = False) -> float:
+    """Returns `value` as a finite float `> 0` (`>= 0` with `allow_zero`), or raises."""
+    number = check_finite_scalar(name, value)
+    if number < 0 or (number == 0 and not allow_zero):
         bound = ">= 0" if allow_zero else "> 0"
-        raise ValueError(f"{name} must be {bound}, got {value!r}.")
-    return value
+        raise ValueError(f"{name} must be a finite number {bound}, got {value!r}.")
+    return number
+
+
+def check_not_constant(name: str, sample) -> None:
+    """Raises unless a 1-D sample takes at least two values: a Gaussian MLE needs spread."""
+    if np.ptp(sample) == 0:
+        raise ValueError(
+            f"{name} are constant: the likelihood grows without bound as sigma -> 0, "
+            "so no MLE exists."
+        )
+
+
+def cast_for_model(name: str, array: np.ndarray, dtype) -> np.ndarray:
+    """`array` (checked, finite) cast to the model's `dtype`, warning if that loses information.
+
+    A `PrecisionWarning` is issued when the cast shifts some value of a column by more than
+    `PRECISION_TOLERANCE` of that column's standard deviation: distinct values then merge, or
+    the spread of the data nears the dtype's resolution at their offset (e.g. x near 1e8 with a
+    spread of 100 in float32, whose values there are 8 apart).
+    """
+    dtype = np.dtype(dtype)
+    if array.dtype == dtype:
+        return array
+    cast = array.astype(dtype)
+    if np.finfo(dtype).eps > np.finfo(array.dtype).eps and array.size > 1:
+        columns = array.reshape(len(array), -1)
+        shift = np.max(np.abs(cast.reshape(columns.shape) - columns), axis=0)
+        spread = np.std(columns, axis=0)
+        lossy = np.flatnonzero(shift > PRECISION_TOLERANCE * spread)
+        if len(lossy):
+            where = "" if columns.shape[1] == 1 else f" (column(s) {lossy.tolist()})"
+            warnings.warn(
+                f"{name}{where}: casting the {array.dtype} data to the model's {dtype} moves "
+                f"values by up to {shift[lossy].max():.3g}, more than "
+                f"{PRECISION_TOLERANCE:g} of their spread: the fit will not see the data as "
+                "given. Call model.adapt(x, y) first (it centres the data in float64), or build "
+                'the model with dtype="float64".',
+                PrecisionWarning,
+                stacklevel=3,
+            )
+    return cast

@@ -10,9 +10,14 @@ modes:
 - `"xla"`: the same epoch function compiled with XLA (`jit_compile=True`).
 
 Keras callbacks are driven through `keras.callbacks.CallbackList` (a `History` and a progress
-bar are added), so `EarlyStopping`, `ModelCheckpoint`, `TensorBoard` etc. work as in `fit()`.
-In `"function"`/`"xla"` mode batch-level hooks run once per epoch (as `fit()` does with
-`steps_per_execution`), with the index of the epoch's last batch.
+bar are added), so `EarlyStopping`, `ModelCheckpoint`, `TensorBoard` etc. work as in `fit()`:
+the logs hold `loss`, the compiled metrics, every parameter and, with `validation_data`,
+`val_loss` and `val_<metric>` (computed by `model.evaluate`). In `"function"`/`"xla"` mode
+batch-level hooks run once per epoch (as `fit()` does with `steps_per_execution`), with the
+index of the epoch's last batch, so `stop_training` takes effect at the end of that epoch; in
+`"eager"` mode it takes effect after the current batch. As `fit()` does, training ends with
+`optimizer.finalize_variable_values` (which, e.g., swaps in the moving averages of an
+optimizer built with `use_ema=True`).
 """
 
 from __future__ import annotations
@@ -23,7 +28,9 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from keras_mle import checkpoint
 from keras_mle import data as data_lib
+from keras_mle.models.base import _InputCheckCallback, _is_in_memory
 
 __all__ = ["train", "MODES"]
 
@@ -43,6 +50,7 @@ def train(
     verbose: int = 1,
     shuffle: bool = False,
     sample_weight=None,
+    validation_data=None,
     checkpoint_dir=None,
     checkpoint_every: int = 1,
     resume: bool = False,
@@ -63,6 +71,9 @@ def train(
         shuffle: Draw a new order of the samples every epoch (from NumPy's global generator,
             which `keras.utils.set_random_seed` seeds). Defaults to `False`.
         sample_weight: Per-sample weights `>= 0`. Defaults to `None`.
+        validation_data: `(x_val, y_val)` or `(x_val, y_val, sample_weight_val)` (for a model of
+            a sample: `samples` or `(samples, sample_weight)`), evaluated at the end of every
+            epoch into `val_loss` and `val_<metric>`. Defaults to `None`.
         checkpoint_dir: Folder for a backup of the training state (weights, optimizer state,
             epoch, NumPy random state), written atomically at epoch boundaries in the files of
             `keras.callbacks.BackupAndRestore` (see `keras_mle.callbacks.BackupAndRestore` and
@@ -74,8 +85,13 @@ def train(
             (start from the model's current state and overwrite the backup).
 
     Returns:
-        The `History` of the run: `loss` and every parameter per epoch.
+        The `History` of the run: `loss`, the metrics and every parameter per epoch.
     """
+    if not _is_in_memory(x):
+        raise TypeError(
+            f"x: keras_mle.loops.train takes in-memory arrays, got a {type(x).__name__}; "
+            "train on a tf.data.Dataset or a generator with model.fit()."
+        )
     if mode not in MODES:
         raise ValueError(f"mode must be one of {MODES}, got {mode!r}.")
     data_lib.check_positive_int("epochs", epochs)
@@ -84,23 +100,25 @@ def train(
     if resume and checkpoint_dir is None:
         raise ValueError("resume=True needs checkpoint_dir, the folder to resume from.")
     x, y, sample_weight = model.check_data(x, y, sample_weight)
-    if not model.built:
-        model(x[:2])
     optimizer = keras.optimizers.get(optimizer)
     if getattr(model, "optimizer", None) is not optimizer:
         model.compile(optimizer=optimizer)
+    model._prepare(x.shape, x[:1], None if y is None else y[:1])
+    if validation_data is not None:
+        validation_data = model._validation_dataset(validation_data, batch_size)
+    optimizer = model.optimizer  # compile() may wrap it (mixed precision)
     if not optimizer.built:
         optimizer.build(model.trainable_variables)
 
     n = len(x)
     steps = math.ceil(n / batch_size)
+    callbacks = [_InputCheckCallback(), *(callbacks or [])]
     if checkpoint_dir is not None:
-        from keras_mle.callbacks import BackupAndRestore
-
-        backup = BackupAndRestore(
+        backup = checkpoint.BackupAndRestore(
             checkpoint_dir, save_every=checkpoint_every, restore=resume, delete_checkpoint=False
         )
-        callbacks = [*(callbacks or []), backup]
+        callbacks.append(backup)
+    initial_epoch = checkpoint.initial_epoch(callbacks, model)
     callback_list = keras.callbacks.CallbackList(
         callbacks,
         add_history=True,
@@ -110,7 +128,6 @@ def train(
         steps=steps,
         model=model,
     )
-    keys = ["loss", *model.parameter_logs()]
     if mode == "eager":
         run_epoch = _eager_epoch
     else:
@@ -118,10 +135,7 @@ def train(
     batches = None
 
     model.stop_training = False
-    # A BackupAndRestore callback sets the epoch to resume from in on_train_begin, as in fit().
-    model._initial_epoch = None
     callback_list.on_train_begin()
-    initial_epoch, model._initial_epoch = model._initial_epoch or 0, None
     logs = {}
     for epoch in range(initial_epoch, epochs):
         callback_list.on_epoch_begin(epoch)
@@ -131,23 +145,25 @@ def train(
             if mode != "eager":
                 stacked = data_lib.stack_batches(*batches, batch_size=batch_size)
                 batches = [None if a is None else tf.constant(a) for a in stacked]
-        values = run_epoch(model, *batches, batch_size, callback_list, steps)
-        logs = dict(zip(keys, np.asarray(values).tolist(), strict=True))
+        logs = {k: float(v) for k, v in run_epoch(model, *batches, batch_size, callback_list, steps).items()}
+        if validation_data is not None and not model.stop_training:
+            results = model.evaluate(validation_data, verbose=0, return_dict=True)
+            logs.update({f"val_{name}": value for name, value in results.items()})
         callback_list.on_epoch_end(epoch, logs)
         if model.stop_training:
             break
+    optimizer.finalize_variable_values(model.trainable_variables)
     callback_list.on_train_end(logs)
     return model.history
 
 
 def _epoch_logs(model):
-    """The epoch's loss and every parameter component, stacked: one transfer to NumPy."""
-    logs = model.parameter_logs()
-    return tf.stack([tf.cast(model.loss_tracker.result(), model.compute_dtype), *logs.values()])
+    """The epoch's loss, metrics and every parameter component."""
+    return {**model.get_metrics_result(), **model.parameter_logs()}
 
 
 def _eager_epoch(model, x, y, sample_weight, batch_size, callback_list, steps):
-    model.loss_tracker.reset_state()
+    model.reset_metrics()
     for step, start in enumerate(range(0, len(x), batch_size)):
         callback_list.on_train_batch_begin(step)
         batch = slice(start, start + batch_size)
@@ -156,21 +172,23 @@ def _eager_epoch(model, x, y, sample_weight, batch_size, callback_list, steps):
             None if y is None else tf.constant(y[batch]),
             None if sample_weight is None else tf.constant(sample_weight[batch]),
         )
-        callback_list.on_train_batch_end(step, {"loss": model.loss_tracker.result()})
+        callback_list.on_train_batch_end(step, model.get_metrics_result())
+        if model.stop_training:
+            break
     return _epoch_logs(model)
 
 
 def _graph_epoch(model, jit_compile):
     @tf.function(jit_compile=jit_compile)
     def train_epoch(x, y, sample_weight):
-        model.loss_tracker.reset_state()
+        model.reset_metrics()
         model.train_batches(x, y, sample_weight)
         return _epoch_logs(model)
 
     def run_epoch(model, x, y, sample_weight, batch_size, callback_list, steps):
         callback_list.on_train_batch_begin(steps - 1)
-        values = train_epoch(x, y, sample_weight)
-        callback_list.on_train_batch_end(steps - 1, {"loss": values[0]})
-        return values
+        logs = train_epoch(x, y, sample_weight)
+        callback_list.on_train_batch_end(steps - 1, logs)
+        return logs
 
     return run_epoch

@@ -216,7 +216,7 @@ SAMPLE_CASES = [pytest.param(*case[1:], id=case[0]) for case in _sample_cases()]
 
 
 def _gaussian_fit(samples, y, w):
-    model = keras_mle.GaussianMLE(mu=1.4, sigma=1.3)
+    model = keras_mle.GaussianMLE(initial_mu=1.4, initial_sigma=1.3)
     model.compile(optimizer=keras.optimizers.SGD(0.1))
     before = model.get_weights()
     try:
@@ -232,7 +232,7 @@ def _gaussian_evaluate(samples, y, w):
 
 
 def _gaussian_train(samples, y, w):
-    model = keras_mle.GaussianMLE(mu=1.4, sigma=1.3)
+    model = keras_mle.GaussianMLE(initial_mu=1.4, initial_sigma=1.3)
     before = model.get_weights()
     try:
         loops.train(
@@ -277,18 +277,18 @@ def test_gaussian_mle_entry_points_refuse(entry, args, error, match):
 @pytest.mark.parametrize(
     "make, error, match",
     [
-        pytest.param(lambda: keras_mle.GaussianMLE(sigma=0), ValueError, "^sigma", id="mle-0"),
-        pytest.param(lambda: keras_mle.GaussianMLE(sigma=-1.0), ValueError, "^sigma", id="mle-neg"),
-        pytest.param(lambda: keras_mle.GaussianMLE(sigma=np.nan), ValueError, "^sigma", id="nan"),
-        pytest.param(lambda: keras_mle.GaussianMLE(sigma=np.inf), ValueError, "^sigma", id="inf"),
-        pytest.param(lambda: keras_mle.GaussianMLE(sigma="big"), TypeError, "^sigma", id="str"),
-        pytest.param(lambda: keras_mle.GaussianMLE(mu=np.inf), ValueError, "^mu", id="mu-inf"),
-        pytest.param(lambda: keras_mle.GaussianMLE(mu="zero"), TypeError, "^mu", id="mu-str"),
+        pytest.param(lambda: keras_mle.GaussianMLE(initial_sigma=0), ValueError, "^initial_sigma", id="mle-0"),
+        pytest.param(lambda: keras_mle.GaussianMLE(initial_sigma=-1.0), ValueError, "^initial_sigma", id="mle-neg"),
+        pytest.param(lambda: keras_mle.GaussianMLE(initial_sigma=np.nan), ValueError, "^initial_sigma", id="nan"),
+        pytest.param(lambda: keras_mle.GaussianMLE(initial_sigma=np.inf), ValueError, "^initial_sigma", id="inf"),
+        pytest.param(lambda: keras_mle.GaussianMLE(initial_sigma="big"), TypeError, "^initial_sigma", id="str"),
+        pytest.param(lambda: keras_mle.GaussianMLE(initial_mu=np.inf), ValueError, "^initial_mu", id="mu-inf"),
+        pytest.param(lambda: keras_mle.GaussianMLE(initial_mu="zero"), TypeError, "^initial_mu", id="mu-str"),
         pytest.param(
-            lambda: keras_mle.GaussianRegression(sigma=-1), ValueError, "^sigma", id="reg-neg"
+            lambda: keras_mle.GaussianRegression(initial_sigma=-1), ValueError, "^initial_sigma", id="reg-neg"
         ),
         pytest.param(
-            lambda: keras_mle.GaussianRegression(sigma=0.0), ValueError, "^sigma", id="reg-0"
+            lambda: keras_mle.GaussianRegression(initial_sigma=0.0), ValueError, "^initial_sigma", id="reg-0"
         ),
     ],
 )
@@ -302,7 +302,7 @@ def test_add_parameter_refuses_non_positive_initial_value():
         def build(self, input_shape):
             self.add_parameter("scale", initializer=-2.0, positive=True)
 
-    with pytest.raises(ValueError, match=r"^scale must be > 0, got -2.0"):
+    with pytest.raises(ValueError, match=r"^scale must be a finite number > 0, got -2.0"):
         Model()(np.ones(2, np.float32))
 
 
@@ -316,7 +316,7 @@ def test_add_parameter_refuses_non_positive_initial_value():
         pytest.param(lambda: data.noisy_line(n=2.5), ValueError, "^n must be a positive", id="n"),
         pytest.param(lambda: data.noisy_line(n=True), ValueError, "^n must be a positive", id="b"),
         pytest.param(
-            lambda: data.noisy_line(noise=-0.1), ValueError, "^noise must be >= 0", id="z"
+            lambda: data.noisy_line(noise=-0.1), ValueError, "^noise must be a finite number >= 0", id="z"
         ),
         pytest.param(lambda: data.noisy_line(m=np.nan), ValueError, "^m must be finite", id="m"),
         pytest.param(
@@ -324,10 +324,10 @@ def test_add_parameter_refuses_non_positive_initial_value():
         ),
         pytest.param(lambda: data.noisy_line(m="one"), TypeError, "^m must be a number", id="m-s"),
         pytest.param(
-            lambda: data.gaussian_sample(sigma=0), ValueError, "^sigma must be > 0", id="sigma0"
+            lambda: data.gaussian_sample(sigma=0), ValueError, "^sigma must be a finite number > 0", id="sigma0"
         ),
         pytest.param(
-            lambda: data.gaussian_sample(sigma=-1), ValueError, "^sigma must be > 0", id="sigma-"
+            lambda: data.gaussian_sample(sigma=-1), ValueError, "^sigma must be a finite number > 0", id="sigma-"
         ),
         pytest.param(
             lambda: data.gaussian_sample(mu=np.nan), ValueError, "^mu must be finite", id="mu"

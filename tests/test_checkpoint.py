@@ -9,6 +9,7 @@ import functools
 import glob
 import inspect
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -20,8 +21,8 @@ import numpy as np
 import pytest
 
 import keras_mle
-from keras_mle import callbacks as mle_callbacks
 from keras_mle import checkpoint
+from keras_mle.checkpoint import BackupAndRestore, ModelCheckpoint
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 EPOCHS = 8
@@ -55,7 +56,7 @@ def run_training(
     x = rng.normal(size=(64, 2)).astype("float32")
     y = (x @ np.array([1.5, -0.5]) + 2.0 + 0.3 * rng.normal(size=64)).astype("float32")
     keras.utils.set_random_seed(seed)
-    model = keras_mle.GaussianRegression(sigma=0.5)
+    model = keras_mle.GaussianRegression(initial_sigma=0.5)
     model(x[:2])
     keras_mle.loops.train(
         model,
@@ -324,8 +325,8 @@ def _fit_model(name, seed=0):
     keras.utils.set_random_seed(seed)
     model = {
         "LinearRegression": lambda: keras_mle.LinearRegression(),
-        "GaussianMLE": lambda: keras_mle.GaussianMLE(mu=1.4, sigma=1.3),
-        "GaussianRegression": lambda: keras_mle.GaussianRegression(sigma=0.5),
+        "GaussianMLE": lambda: keras_mle.GaussianMLE(initial_mu=1.4, initial_sigma=1.3),
+        "GaussianRegression": lambda: keras_mle.GaussianRegression(initial_sigma=0.5),
     }[name]()
     x, y = keras_mle.data.noisy_line(n=48, seed=2)
     if name == "GaussianMLE":
@@ -355,12 +356,26 @@ MODEL_NAMES = ["LinearRegression", "GaussianMLE", "GaussianRegression"]
 def test_fit_backup_and_restore_is_exact_after_an_exception_mid_epoch(tmp_path):
     model, x, y = _fit_model("GaussianRegression")
     with pytest.raises(KeyboardInterrupt):
-        _fit(model, x, y, [mle_callbacks.BackupAndRestore(tmp_path), RaiseAt(3, 1)])
+        _fit(model, x, y, [BackupAndRestore(tmp_path), RaiseAt(3, 1)])
     resumed, x, y = _fit_model("GaussianRegression", seed=8)
-    history = _fit(resumed, x, y, [mle_callbacks.BackupAndRestore(tmp_path)])
+    history = _fit(resumed, x, y, [BackupAndRestore(tmp_path)])
     assert history.epoch == [3, 4, 5]
     assert_same_state(resumed, _fit_reference("GaussianRegression"))
     assert not os.path.exists(tmp_path / checkpoint.WEIGHTS_FILE)  # deleted at the end, as Keras
+
+
+def test_fit_resumes_with_the_same_callback_and_model_after_an_exception(tmp_path):
+    # The interrupted run never reached on_train_end: the next fit must still reload the backup
+    # into the (half-trained) model rather than take the first run's restore as its own.
+    model, x, y = _fit_model("GaussianRegression")
+    backup = BackupAndRestore(tmp_path)
+    with pytest.raises(KeyboardInterrupt):
+        _fit(model, x, y, [backup, RaiseAt(3, 1)])
+    history = _fit(model, x, y, [backup])
+    assert history.epoch == [3, 4, 5]
+    assert_same_state(model, _fit_reference("GaussianRegression"))
+    # And a third fit with the same callback starts over: the backup was deleted at the end.
+    assert _fit(model, x, y, [backup], epochs=1).epoch == [0]
 
 
 class StopAtEpoch(keras.callbacks.Callback):
@@ -389,8 +404,8 @@ def test_keras_model_checkpoint_and_backup_and_restore_with_every_model(tmp_path
         keras.callbacks.BackupAndRestore(tmp_path / "backup"),
         keras.callbacks.ModelCheckpoint(paths["keras/stock"]),
         keras.callbacks.ModelCheckpoint(paths["weights/stock"], save_weights_only=True),
-        mle_callbacks.ModelCheckpoint(str(paths["keras/atomic"])),
-        mle_callbacks.ModelCheckpoint(paths["weights/atomic"], save_weights_only=True),
+        ModelCheckpoint(str(paths["keras/atomic"])),
+        ModelCheckpoint(paths["weights/atomic"], save_weights_only=True),
         StopAtEpoch(4),
     ]
     with pytest.raises(KeyboardInterrupt):
@@ -424,6 +439,288 @@ def test_keras_model_checkpoint_and_backup_and_restore_with_every_model(tmp_path
 
 def test_backup_and_restore_rejects_batch_level_saving(tmp_path):
     with pytest.raises(ValueError, match="save_every"):
-        mle_callbacks.BackupAndRestore(tmp_path, save_every=0)
+        BackupAndRestore(tmp_path, save_every=0)
     with pytest.raises(TypeError):
-        mle_callbacks.BackupAndRestore(tmp_path, save_freq=10)
+        BackupAndRestore(tmp_path, save_freq=10)
+
+
+# ------------------------------------------------------------------- the callbacks' own pieces
+BATCHES_PER_EPOCH = 3  # 48 samples in batches of 16 (`_fit_model`, `_fit`)
+
+
+def _backed_up_fit(backup_dir, epochs=3):
+    """A keras_mle model fitted `epochs` epochs, its final state kept as a backup."""
+    model, x, y = _fit_model("GaussianRegression")
+    np.random.seed(17)
+    _fit(model, x, y, [BackupAndRestore(backup_dir, delete_checkpoint=False)], epochs=epochs)
+    return model
+
+
+def test_initial_epoch_restores_weights_optimizer_and_numpy_state(tmp_path):
+    trained = _backed_up_fit(tmp_path)
+    metadata = checkpoint.read_backup(tmp_path)
+    assert metadata["epoch"] == 3 and metadata["batch"] == 0
+    # A different seed: every restored value must come from the backup.
+    resumed, _, _ = _fit_model("GaussianRegression", seed=8)
+    np.random.seed(123)
+    backup = BackupAndRestore(tmp_path)
+    assert checkpoint.initial_epoch([keras.callbacks.History(), backup], resumed) == 3
+    assert backup.restored_epoch == 3
+    assert int(resumed.optimizer.iterations) == 3 * BATCHES_PER_EPOCH
+    assert_same_state(resumed, trained)
+    assert checkpoint.numpy_random_state() == metadata["numpy_random_state"]
+
+    # The caller's initial_epoch wins when it is later; nothing to restore gives `requested`.
+    other, _, _ = _fit_model("GaussianRegression", seed=9)
+    assert checkpoint.initial_epoch([BackupAndRestore(tmp_path)], other, requested=5) == 5
+    assert checkpoint.initial_epoch(None, other, requested=2) == 2
+    assert checkpoint.initial_epoch((), other) == 0
+    assert checkpoint.initial_epoch([BackupAndRestore(tmp_path / "none")], other) == 0
+    # restore=False loads nothing.
+    fresh, _, _ = _fit_model("GaussianRegression", seed=10)
+    keep = [np.asarray(v) for v in fresh.trainable_variables]
+    assert checkpoint.initial_epoch([BackupAndRestore(tmp_path, restore=False)], fresh) == 0
+    for value, variable in zip(keep, fresh.trainable_variables, strict=True):
+        np.testing.assert_array_equal(np.asarray(variable), value)
+
+
+def test_initial_epoch_twice_in_one_run_does_not_reload(tmp_path):
+    _backed_up_fit(tmp_path)
+    model, _, _ = _fit_model("GaussianRegression", seed=8)
+    backup = BackupAndRestore(tmp_path)
+    assert checkpoint.initial_epoch([backup], model) == 3
+    variable = model.trainable_variables[0]
+    variable.assign(variable + 1.0)
+    changed = np.asarray(variable)
+    # Same run (training has not begun): same epoch, the model is left alone.
+    assert checkpoint.initial_epoch([backup], model) == 3
+    assert backup.restore_state(model) == 3
+    np.testing.assert_array_equal(np.asarray(variable), changed)
+
+    # The run begins and is interrupted (no on_train_end): the next call is a new run.
+    backup.set_model(model)
+    backup.on_train_begin()
+    assert checkpoint.initial_epoch([backup], model) == 3
+    assert not np.array_equal(np.asarray(variable), changed)
+
+    # After a run that ended normally, too.
+    variable.assign(variable + 1.0)
+    changed = np.asarray(variable)
+    backup.on_train_begin()
+    backup.on_train_end()  # delete_checkpoint=True: the backup goes
+    assert checkpoint.read_backup(tmp_path) is None
+    assert checkpoint.initial_epoch([backup], model) == 0
+    np.testing.assert_array_equal(np.asarray(variable), changed)
+
+
+def test_initial_epoch_rejects_two_backups(tmp_path):
+    model, _, _ = _fit_model("LinearRegression")
+    callbacks = [BackupAndRestore(tmp_path / "a"), BackupAndRestore(tmp_path / "b")]
+    with pytest.raises(ValueError, match="at most one"):
+        checkpoint.initial_epoch(callbacks, model)
+    with pytest.raises(ValueError, match="requested"):
+        checkpoint.initial_epoch([], model, requested=-1)
+
+
+def test_restore_state_needs_a_built_model(tmp_path):
+    _backed_up_fit(tmp_path)
+    with pytest.raises(ValueError, match="built model"):
+        BackupAndRestore(tmp_path).restore_state(keras_mle.GaussianRegression())
+    # Without a backup there is nothing to load, and nothing to build.
+    assert BackupAndRestore(tmp_path / "none").restore_state(keras_mle.GaussianRegression()) == 0
+
+
+def test_restore_state_into_another_model_is_refused_at_train_begin(tmp_path):
+    backup = BackupAndRestore(tmp_path)
+    restored, _, _ = _fit_model("LinearRegression")
+    trained, _, _ = _fit_model("LinearRegression", seed=1)
+    backup.restore_state(restored)
+    backup.set_model(trained)
+    with pytest.raises(ValueError, match="another model"):
+        backup.on_train_begin()
+
+
+def _plain_model(seed=0, learning_rate=0.02):
+    """A plain Keras model (no keras_mle fit()), its data and validation data."""
+    keras.utils.set_random_seed(seed)
+    model = keras.Sequential([keras.Input((2,)), keras.layers.Dense(1)])
+    model.compile(optimizer=keras.optimizers.SGD(learning_rate, momentum=0.9), loss="mse")
+    rng = np.random.default_rng(3)
+    x = rng.normal(size=(32, 2)).astype("float32")
+    y = (x @ np.array([1.0, -2.0]) + 0.5).astype("float32")
+    x_val = rng.normal(size=(16, 2)).astype("float32")
+    y_val = (x_val @ np.array([1.0, -2.0]) + 0.5 + rng.normal(size=16)).astype("float32")
+    return model, x, y, (x_val, y_val)
+
+
+def _record_backups(monkeypatch):
+    """The epochs of every backup `BackupAndRestore` writes, in order."""
+    written = []
+    write = checkpoint.write_backup
+
+    def recording_write(model, directory, metadata):
+        written.append(metadata["epoch"])
+        write(model, directory, metadata)
+
+    monkeypatch.setattr(checkpoint, "write_backup", recording_write)
+    return written
+
+
+def test_plain_keras_model_gets_backups_at_epoch_boundaries(tmp_path, monkeypatch):
+    written = _record_backups(monkeypatch)
+    model, x, y, _ = _plain_model()
+    backup = BackupAndRestore(tmp_path, save_every=2)
+    model.fit(x, y, epochs=5, batch_size=8, verbose=0, callbacks=[backup])
+    assert written == [2, 4]  # at epoch boundaries; deleted at the end (delete_checkpoint)
+    assert checkpoint.read_backup(tmp_path) is None
+
+    # The same callback serves a second fit; kept, the last epoch is backed up too.
+    written.clear()
+    backup.delete_checkpoint = False
+    model.fit(x, y, epochs=5, batch_size=8, verbose=0, callbacks=[backup])
+    assert written == [2, 4, 5]
+    assert checkpoint.read_backup(tmp_path)["epoch"] == 5
+    kept = [np.asarray(v) for v in model.weights]
+    restored, _, _, _ = _plain_model(seed=1)
+    checkpoint.restore_backup(restored, tmp_path)
+    for value, variable in zip(kept, restored.weights, strict=True):
+        np.testing.assert_array_equal(np.asarray(variable), value)
+    # Epochs are counted from fit()'s epoch index: a user's initial_epoch counts.
+    written.clear()
+    checkpoint.delete_backup(tmp_path)
+    backup.delete_checkpoint = True
+    model.fit(x, y, epochs=4, batch_size=8, verbose=0, callbacks=[backup], initial_epoch=3)
+    assert written == [4]
+
+
+def test_plain_keras_model_with_a_backup_to_resume_raises(tmp_path, monkeypatch):
+    model, x, y, _ = _plain_model()
+    model.fit(
+        x,
+        y,
+        epochs=2,
+        batch_size=8,
+        verbose=0,
+        callbacks=[BackupAndRestore(tmp_path, delete_checkpoint=False)],
+    )
+    assert checkpoint.read_backup(tmp_path)["epoch"] == 2
+    weights = [np.asarray(v) for v in model.weights]
+    with pytest.raises(ValueError, match=r"keras_mle model's fit\(\)") as raised:
+        model.fit(x, y, epochs=4, batch_size=8, verbose=0, callbacks=[BackupAndRestore(tmp_path)])
+    assert "keras.callbacks.BackupAndRestore" in str(raised.value)
+    assert "keras_mle.loops.train" in str(raised.value)
+    for value, variable in zip(weights, model.weights, strict=True):  # nothing trained
+        np.testing.assert_array_equal(np.asarray(variable), value)
+    # restore=False starts over and overwrites the backup.
+    written = _record_backups(monkeypatch)
+    model.fit(
+        x,
+        y,
+        epochs=1,
+        batch_size=8,
+        verbose=0,
+        callbacks=[BackupAndRestore(tmp_path, restore=False, delete_checkpoint=False)],
+    )
+    assert written == [1]
+    assert checkpoint.read_backup(tmp_path)["epoch"] == 1
+
+
+def test_model_checkpoint_save_best_only_in_a_plain_keras_fit(tmp_path, capsys):
+    model, x, y, validation = _plain_model()
+    best = ModelCheckpoint(
+        tmp_path / "best" / "model-{epoch:02d}.keras", save_best_only=True, verbose=1
+    )
+    every = ModelCheckpoint(
+        str(tmp_path / "every" / "{epoch}-{val_loss:.4f}.weights.h5"), save_weights_only=True
+    )
+    history = model.fit(
+        x,
+        y,
+        epochs=8,
+        batch_size=8,
+        shuffle=False,
+        verbose=0,
+        validation_data=validation,
+        callbacks=[best, every],
+    )
+    val_loss = history.history["val_loss"]
+    improving = [e for e in range(len(val_loss)) if val_loss[e] < min(val_loss[:e], default=np.inf)]
+    assert 1 < len(improving) < len(val_loss)  # the test sees saves and skips
+    assert sorted(os.listdir(tmp_path / "best")) == [f"model-{e + 1:02d}.keras" for e in improving]
+    assert best.best == min(val_loss)
+    assert sorted(os.listdir(tmp_path / "every")) == sorted(
+        f"{e + 1}-{v:.4f}.weights.h5" for e, v in enumerate(val_loss)
+    )
+    # The best file holds the model of its epoch: its validation loss is the best one.
+    last_best = keras.models.load_model(tmp_path / "best" / f"model-{improving[-1] + 1:02d}.keras")
+    np.testing.assert_allclose(last_best.evaluate(*validation, verbose=0), min(val_loss), 1e-5)
+    lines = [line for line in capsys.readouterr().out.splitlines() if line.strip()]
+    assert len(lines) == len(val_loss)
+    assert lines[0].startswith("Epoch 1: val_loss improved from None to ")
+    assert sum("did not improve" in line for line in lines) == len(val_loss) - len(improving)
+
+
+def test_model_checkpoint_skips_a_missing_monitor_with_a_warning(tmp_path):
+    model, x, y, _ = _plain_model()
+    callback = ModelCheckpoint(tmp_path / "m.keras", save_best_only=True)
+    with pytest.warns(UserWarning, match="'val_loss' is missing"):
+        model.fit(x, y, epochs=2, batch_size=8, verbose=0, callbacks=[callback])
+    assert os.listdir(tmp_path) == []
+    # Without save_best_only the monitor is not needed.
+    model.fit(
+        x, y, epochs=1, batch_size=8, verbose=0, callbacks=[ModelCheckpoint(tmp_path / "m.keras")]
+    )
+    assert os.listdir(tmp_path) == ["m.keras"]
+
+
+def test_model_checkpoint_modes_and_threshold(tmp_path):
+    path = tmp_path / "m.keras"
+    assert ModelCheckpoint(path).monitor_op is np.less
+    assert ModelCheckpoint(path, monitor="val_accuracy").monitor_op is np.greater
+    assert ModelCheckpoint(path, monitor="fmeasure").monitor_op is np.greater
+    assert ModelCheckpoint(path, monitor="acc", mode="min").monitor_op is np.less
+    model, x, y, validation = _plain_model()
+    callback = ModelCheckpoint(path, save_best_only=True, initial_value_threshold=0.0)
+    model.fit(
+        x, y, epochs=2, batch_size=8, verbose=0, validation_data=validation, callbacks=[callback]
+    )
+    assert not path.exists()  # no validation loss beats 0
+
+
+def test_model_checkpoint_rejects_what_cannot_resume_or_load(tmp_path):
+    with pytest.raises(ValueError, match="save_freq"):
+        ModelCheckpoint(tmp_path / "m.keras", save_freq=5)
+    with pytest.raises(ValueError, match="filepath"):
+        ModelCheckpoint(tmp_path / "m.h5")
+    with pytest.raises(ValueError, match="filepath"):
+        ModelCheckpoint(tmp_path / "m.keras", save_weights_only=True)
+    with pytest.raises(ValueError, match="filepath"):
+        ModelCheckpoint(tmp_path / "m.weights.h5")
+    with pytest.raises(ValueError, match="mode"):
+        ModelCheckpoint(tmp_path / "m.keras", mode="lowest")
+    (tmp_path / "folder.keras").mkdir()
+    with pytest.raises(ValueError, match="folder"):
+        ModelCheckpoint(tmp_path / "folder.keras")
+    (tmp_path / "2.keras").mkdir()
+    model, x, y, _ = _plain_model()
+    callback = ModelCheckpoint(str(tmp_path / "{epoch}.keras"))
+    with pytest.raises(IsADirectoryError, match="folder"):
+        model.fit(x, y, epochs=2, batch_size=8, verbose=0, callbacks=[callback])
+    assert (tmp_path / "1.keras").is_file()
+    with pytest.raises(KeyError, match="val_mae"):
+        model.fit(
+            x,
+            y,
+            epochs=1,
+            batch_size=8,
+            verbose=0,
+            callbacks=[ModelCheckpoint(str(tmp_path / "{val_mae:.2f}.keras"))],
+        )
+
+
+def test_checkpoint_uses_no_private_keras_attribute():
+    source = inspect.getsource(checkpoint)
+    assert not re.findall(r"\b(model|self\.model|optimizer)\._[a-z]", source)
+    # The callbacks are plain Keras callbacks, not subclasses of Keras' checkpoint callbacks.
+    for cls in (BackupAndRestore, ModelCheckpoint):
+        assert cls.__bases__ == (keras.callbacks.Callback,)

@@ -135,7 +135,7 @@ def test_linear_regression_fit_takes_the_gradient_descent_steps(line, batch_size
 
 
 def test_gaussian_mle_fit_takes_the_gradient_descent_steps(samples):
-    model = keras_mle.GaussianMLE(mu=1.4, sigma=1.3)
+    model = keras_mle.GaussianMLE(initial_mu=1.4, initial_sigma=1.3)
     model.compile(optimizer=keras.optimizers.SGD(0.5))
     history = model.fit(samples, batch_size=1000, epochs=10, shuffle=False, verbose=0)
     expected, losses = numpy_gradient_descent(
@@ -148,7 +148,7 @@ def test_gaussian_mle_fit_takes_the_gradient_descent_steps(samples):
 
 def test_gaussian_regression_fit_takes_the_gradient_descent_steps(line):
     x, y = line
-    model = built(keras_mle.GaussianRegression(sigma=0.5), x)
+    model = built(keras_mle.GaussianRegression(initial_sigma=0.5), x)
     start = _variables(model)
     model.compile(optimizer=keras.optimizers.SGD(0.02))
     history = model.fit(x, y, batch_size=100, epochs=10, shuffle=False, verbose=0)
@@ -192,7 +192,7 @@ def test_linear_regression_recovers_the_line(line):
 
 def test_gaussian_mle_recovers_the_sample_from_the_articles_start(samples):
     # The second article's start: mu=1.4, sigma=1.3; plain fit() with full-batch SGD.
-    model = keras_mle.GaussianMLE(mu=1.4, sigma=1.3)
+    model = keras_mle.GaussianMLE(initial_mu=1.4, initial_sigma=1.3)
     model.compile(optimizer=keras.optimizers.SGD(0.5))
     history = model.fit(samples, batch_size=1000, epochs=40, shuffle=False, verbose=0)
     mle = closed_form.gaussian_mle(samples)
@@ -214,7 +214,7 @@ def test_gaussian_mle_recovers_the_sample_from_the_articles_start(samples):
 )
 def test_gaussian_regression_converges_to_ols(line, optimizer):
     x, y = line
-    model = built(keras_mle.GaussianRegression(sigma=0.3), x)
+    model = built(keras_mle.GaussianRegression(initial_sigma=0.3), x)
     fit_fast(model, x, y, optimizer=optimizer(), steps=1000)
     ols = closed_form.ols(x, y)
     np.testing.assert_allclose(model.params["m"], ols["m"], rtol=CONVERGED_RTOL)
@@ -237,7 +237,7 @@ def test_multi_feature_linear_regression_matches_ols(plane):
 
 def test_multi_feature_gaussian_regression_matches_ols(plane):
     x, y = plane
-    model = built(keras_mle.GaussianRegression(sigma=0.5), x)
+    model = built(keras_mle.GaussianRegression(initial_sigma=0.5), x)
     fit_fast(model, x, y, optimizer=keras.optimizers.SGD(0.02), steps=1000)
     ols = closed_form.ols(x, y)
     for k in ("m", "b", "sigma"):
@@ -268,7 +268,7 @@ def test_integer_weights_equal_repeated_rows(line):
 def test_weighted_fit_converges_to_wls(line, cls):
     x, y = line
     w = np.random.default_rng(6).uniform(0.2, 3.0, size=len(x)).astype(np.float32)
-    model = built(cls(), x) if cls is keras_mle.LinearRegression else built(cls(sigma=0.3), x)
+    model = built(cls(), x) if cls is keras_mle.LinearRegression else built(cls(initial_sigma=0.3), x)
     lr = 0.7 if cls is keras_mle.LinearRegression else 0.03
     fit_fast(model, x, y, w, optimizer=keras.optimizers.SGD(lr), steps=1000)
     result = sm.WLS(y.astype(np.float64), sm.add_constant(x.astype(np.float64)), weights=w).fit()
@@ -282,7 +282,7 @@ def test_weighted_fit_converges_to_wls(line, cls):
 def test_weighted_gaussian_mle_fit_and_evaluate_use_the_weights(samples):
     # Keras drops sample_weight when y is None; a model of a sample must still apply it.
     w = (np.arange(len(samples)) % 3).astype(np.float32)
-    model = keras_mle.GaussianMLE(mu=1.4, sigma=1.3)
+    model = keras_mle.GaussianMLE(initial_mu=1.4, initial_sigma=1.3)
     model.compile(optimizer=keras.optimizers.SGD(0.5))
     history = model.fit(
         samples,
@@ -307,7 +307,7 @@ def test_weighted_gaussian_mle_fit_and_evaluate_use_the_weights(samples):
 def test_weighted_gaussian_mle_converges_to_weighted_moments(samples):
     w = np.random.default_rng(7).integers(1, 4, size=len(samples)).astype(np.float32)
     model = fit_fast(
-        keras_mle.GaussianMLE(mu=1.4, sigma=1.3),
+        keras_mle.GaussianMLE(initial_mu=1.4, initial_sigma=1.3),
         samples,
         None,
         w,
@@ -326,7 +326,7 @@ def test_weighted_gaussian_mle_converges_to_weighted_moments(samples):
 
 
 def test_evaluate_is_the_mean_nll(samples):
-    model = keras_mle.GaussianMLE(mu=1.9, sigma=1.2)
+    model = keras_mle.GaussianMLE(initial_mu=1.9, initial_sigma=1.2)
     model.compile(optimizer="sgd")
     p = model.params
     expected = -np.sum(scipy.stats.norm.logpdf(samples, p["mu"], p["sigma"])) / len(samples)
@@ -340,7 +340,7 @@ def test_evaluate_is_the_mean_nll(samples):
 
 def test_evaluate_gaussian_regression_at_the_fit(line):
     x, y = line
-    model = built(keras_mle.GaussianRegression(sigma=0.3), x)
+    model = built(keras_mle.GaussianRegression(initial_sigma=0.3), x)
     fit_fast(model, x, y, optimizer=keras.optimizers.SGD(0.03), steps=1000)
     p = model.params
     mean = p["m"][0] * x.astype(np.float64) + p["b"]
@@ -383,7 +383,7 @@ def test_predict_is_the_linear_predictor(line, plane):
 
 
 def test_gaussian_mle_predict_and_sample(samples):
-    model = keras_mle.GaussianMLE(mu=2.5, sigma=0.5)
+    model = keras_mle.GaussianMLE(initial_mu=2.5, initial_sigma=0.5)
     np.testing.assert_allclose(model.predict(samples[:7], verbose=0), np.full(7, 2.5))
     draws = model.sample(100_000, seed=0)
     # Five standard errors of the mean (0.5 / sqrt(n)) and of the sd (0.5 / sqrt(2n)).
@@ -394,10 +394,10 @@ def test_gaussian_mle_predict_and_sample(samples):
 def test_params_keys_and_positive_sigma(line, samples, plane):
     x, _ = line
     assert set(built(keras_mle.LinearRegression(), x).params) == {"m", "b"}
-    regression = built(keras_mle.GaussianRegression(sigma=0.25), x)
+    regression = built(keras_mle.GaussianRegression(initial_sigma=0.25), x)
     assert set(regression.params) == {"m", "b", "sigma"}
     np.testing.assert_allclose(regression.params["sigma"], 0.25, rtol=F32_RTOL)
-    gaussian = keras_mle.GaussianMLE(mu=1.4, sigma=1.3)
+    gaussian = keras_mle.GaussianMLE(initial_mu=1.4, initial_sigma=1.3)
     assert set(gaussian.params) == {"mu", "sigma"}
     np.testing.assert_allclose(gaussian.params["mu"], 1.4, rtol=F32_RTOL)
     np.testing.assert_allclose(gaussian.params["sigma"], 1.3, rtol=F32_RTOL)
@@ -408,7 +408,7 @@ def test_sigma_stays_positive_under_a_huge_step(samples):
     # d NLL / d sigma = 1/sigma - mean((x - mu)^2) / sigma^3 is about 0.19 at sigma=5: a step
     # of 30 would take a plain sigma to about -0.8. On log(sigma) the step ends at
     # log(5) - 30 * 0.96, so sigma is about 1.6e-12: tiny, but positive.
-    model = keras_mle.GaussianMLE(mu=2.0, sigma=5.0)
+    model = keras_mle.GaussianMLE(initial_mu=2.0, initial_sigma=5.0)
     model.compile(optimizer=keras.optimizers.SGD(30.0))
     model.fit(samples, batch_size=1000, epochs=1, verbose=0)
     t = np.log(5.0) - 30.0 * (1 - np.mean((samples.astype(np.float64) - 2.0) ** 2) / 25.0)
@@ -460,8 +460,8 @@ def test_column_x_and_column_y_fit_like_one_feature(line, y_shape):
 
 def test_column_targets_for_gaussian_regression(line):
     x, y = line
-    a = built(keras_mle.GaussianRegression(sigma=0.5), x)
-    b = built(keras_mle.GaussianRegression(sigma=0.5), x)
+    a = built(keras_mle.GaussianRegression(initial_sigma=0.5), x)
+    b = built(keras_mle.GaussianRegression(initial_sigma=0.5), x)
     b.set_weights(a.get_weights())
     for model, targets in ((a, y), (b, y[:, None])):
         model.compile(optimizer=keras.optimizers.SGD(0.02))
@@ -472,8 +472,8 @@ def test_column_targets_for_gaussian_regression(line):
 
 def test_get_weights_set_weights_copy_an_initialisation(line):
     x, y = line
-    first = built(keras_mle.GaussianRegression(sigma=0.7), x)
-    second = built(keras_mle.GaussianRegression(sigma=0.7), x)
+    first = built(keras_mle.GaussianRegression(initial_sigma=0.7), x)
+    second = built(keras_mle.GaussianRegression(initial_sigma=0.7), x)
     assert not np.array_equal(first.params["m"], second.params["m"])
     second.set_weights(first.get_weights())
     for k in first.params:
@@ -501,9 +501,9 @@ def test_initializers_are_configurable(line):
 def test_epoch_dataset_takes_the_same_steps_as_fit(n, batch_size):
     x, y = data.noisy_line(n=n, seed=1)
     w = np.random.default_rng(1).uniform(0.5, 2.0, size=n).astype(np.float32)
-    init = built(keras_mle.GaussianRegression(sigma=0.5), x).get_weights()
-    plain = built(keras_mle.GaussianRegression(sigma=0.5), x)
-    fast = built(keras_mle.GaussianRegression(sigma=0.5), x)
+    init = built(keras_mle.GaussianRegression(initial_sigma=0.5), x).get_weights()
+    plain = built(keras_mle.GaussianRegression(initial_sigma=0.5), x)
+    fast = built(keras_mle.GaussianRegression(initial_sigma=0.5), x)
     for model in (plain, fast):
         model.set_weights(init)
         model.compile(optimizer=keras.optimizers.SGD(0.02))

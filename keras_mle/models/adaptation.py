@@ -46,6 +46,8 @@ import math
 import numpy as np
 import tensorflow as tf
 
+from keras_mle import data as data_lib
+
 __all__ = ["Adaptation", "ROLES"]
 
 ROLES = ("slope", "intercept", "scale")
@@ -86,12 +88,15 @@ class Adaptation:
 
     # ---------------------------------------------------------------- from data
     @classmethod
-    def from_data(cls, x, y=None) -> Adaptation:
+    def from_data(cls, x, y=None, *, scale_targets: bool = True) -> Adaptation:
         """Centring and whitening of `x` and centring and scaling of `y`, from float64 data.
 
         Args:
             x: Features, shape `(N,)` or `(N, k)`; or, when `y` is `None`, a 1-D sample.
             y: Targets, shape `(N,)`, or `None` for a model of a sample.
+            scale_targets: Centre and scale `y`. `False` leaves the targets as they are
+                (`y_shift = 0`, `y_scale = 1`), for likelihoods that are not location-scale
+                families in `y` (0/1 or count targets). Defaults to `True`.
 
         Raises:
             ValueError: if a feature is constant or the features are collinear (no whitening
@@ -100,10 +105,8 @@ class Adaptation:
         x = np.asarray(x, np.float64)
         if y is None:
             sample = x.reshape(-1)
-            scale = float(np.std(sample))
-            if not scale > 0:
-                raise ValueError("samples are constant: no scale to adapt to (and no MLE).")
-            return cls(y_shift=np.mean(sample), y_scale=scale)
+            data_lib.check_not_constant("samples", sample)
+            return cls(y_shift=np.mean(sample), y_scale=float(np.std(sample)))
         y = np.asarray(y, np.float64).reshape(-1)
         n = len(x)
         x2 = x.reshape(n, -1)
@@ -119,9 +122,9 @@ class Adaptation:
             )
         r = r * np.sign(diagonal)[:, None]  # a positive diagonal keeps z_j aligned with x_j
         x_matrix = math.sqrt(n) * np.linalg.inv(r)
-        y_scale = float(np.std(y))
+        y_scale = float(np.std(y)) if scale_targets else 1.0
         return cls(
-            y_shift=np.mean(y),
+            y_shift=np.mean(y) if scale_targets else 0.0,
             y_scale=y_scale if y_scale > 0 else 1.0,
             x_shift=x_shift,
             x_matrix=x_matrix,
@@ -167,6 +170,14 @@ class Adaptation:
             return sample_losses * tf.constant(self.y_scale**2, sample_losses.dtype)
         if kind == "nll":
             return sample_losses + tf.constant(math.log(self.y_scale), sample_losses.dtype)
+        raise ValueError(f"kind must be 'squared_error' or 'nll', got {kind!r}.")
+
+    def loss_factor(self, kind: str) -> float:
+        """`d loss_user / d loss_working`: `y_scale ** 2` for squared error, 1 for an NLL."""
+        if kind == "squared_error":
+            return self.y_scale**2
+        if kind == "nll":
+            return 1.0
         raise ValueError(f"kind must be 'squared_error' or 'nll', got {kind!r}.")
 
     # ---------------------------------------------------------------- parameters

@@ -1,18 +1,105 @@
-"""The one base class that owns the training maths of every keras_mle model."""
+"""The one base class that owns the training maths and the statistics of every keras_mle model."""
 
 from __future__ import annotations
 
-import contextlib
+import dataclasses
 import math
 
 import keras
 import numpy as np
 import tensorflow as tf
 
+from keras_mle import checkpoint
 from keras_mle import data as data_lib
 from keras_mle.models.adaptation import Adaptation
 
-__all__ = ["MaximumLikelihoodModel"]
+__all__ = ["MaximumLikelihoodModel", "Parameter", "LikelihoodDerivatives"]
+
+#: What each bit of an input-check code means: (argument, problem).
+_INPUT_PROBLEMS = (
+    ("x", "NaN or Inf values"),
+    ("y", "NaN or Inf values"),
+    ("sample_weight", "NaN or Inf values"),
+    ("sample_weight", "negative values"),
+)
+
+
+class Parameter:
+    """One named parameter of a model: its variable, initializer and link.
+
+    A positive parameter (a standard deviation, a rate) is stored as its log, so that it stays
+    strictly positive under any optimizer step; `value()` is always the natural value.
+    """
+
+    def __init__(self, name: str, variable, initializer, positive: bool):
+        self.name = name
+        self.variable = variable
+        self.initializer = initializer
+        self.positive = positive
+
+    def value(self):
+        """The natural value, as a tensor differentiable with respect to the variable."""
+        value = tf.convert_to_tensor(self.variable)
+        return tf.exp(value) if self.positive else value
+
+    def assign(self, natural_value) -> None:
+        """Sets the variable from a natural value."""
+        value = tf.convert_to_tensor(natural_value)
+        if self.positive:
+            value = tf.math.log(value)
+        self.variable.assign(tf.cast(value, self.variable.dtype))
+
+    def reset(self) -> None:
+        """Sets the variable back to its initializer's value."""
+        variable = self.variable
+        variable.assign(self.initializer(shape=variable.shape, dtype=variable.dtype))
+
+
+@dataclasses.dataclass(frozen=True)
+class LikelihoodDerivatives:
+    """The model's loss and its derivatives on some data, in float64 (`likelihood_derivatives`).
+
+    The loss is the total `L(theta) = sum_i w_i l_i(theta)` of the per-sample losses `l_i` (the
+    negative log-likelihood, or the squared error for a least-squares model), in the user's units.
+    `theta` are the *estimation coordinates*: the natural parameters (`sigma`, not `log(sigma)`)
+    of the working space of `adapt`, which are the user's parameters when the model is not
+    adapted. `jacobian` is `d theta_user / d theta`; it is constant, since `adapt` is affine.
+
+    Attributes:
+        names: Names of the components of `theta`, e.g. `("m_0", "m_1", "b")`.
+        params: The user's parameter values, flattened in that order.
+        sample_losses: `l_i`, shape `(n,)`.
+        weights: `w_i`, shape `(n,)`.
+        gradient: `dL / d theta`, shape `(p,)`.
+        hessian: `d^2 L / d theta^2`, shape `(p, p)`, or `None` when not computed.
+        jacobian: `d theta_user / d theta`, shape `(p, p)`.
+    """
+
+    names: tuple
+    params: np.ndarray
+    sample_losses: np.ndarray
+    weights: np.ndarray
+    gradient: np.ndarray
+    hessian: np.ndarray | None
+    jacobian: np.ndarray
+
+    @property
+    def total(self) -> float:
+        """`L = sum_i w_i l_i`."""
+        return float(self.weights @ self.sample_losses)
+
+    @property
+    def score(self) -> np.ndarray:
+        """`-dL / d theta_user`: the score (gradient of the log-likelihood) in user units."""
+        return -np.linalg.solve(self.jacobian.T, self.gradient)
+
+    @property
+    def information(self) -> np.ndarray:
+        """`d^2 L / d theta_user^2`: the observed information in user units."""
+        if self.hessian is None:
+            raise ValueError("the Hessian was not computed (hessian=False).")
+        inverse = np.linalg.inv(self.jacobian)
+        return inverse.T @ self.hessian @ inverse
 
 
 class MaximumLikelihoodModel(keras.Model):
@@ -21,7 +108,10 @@ class MaximumLikelihoodModel(keras.Model):
     A subclass declares its parameters with `add_parameter` (in `__init__` or `build`) and writes
     its formula in `sample_loss(params, x, y)`, the per-sample negative log-likelihood (or squared
     error) as a function of the *natural* parameter values. It then gets `fit`, `evaluate`,
-    `predict`, `save`/`load`, the custom loops of `keras_mle.loops` and `model.params` for free.
+    `predict`, `save`/`load`, the custom loops of `keras_mle.loops`, `model.params`, and the
+    statistics hooks (`per_sample_loss`, `score`, `observed_information`,
+    `likelihood_derivatives`) that `keras_mle.inference` and the callbacks are built on. Where the
+    MLE has a closed form, `closed_form` returns it.
 
     The training objective of a batch is
 
@@ -31,11 +121,14 @@ class MaximumLikelihoodModel(keras.Model):
 
     Under `tf.distribute`, each replica divides its own weighted *sum* by the *global* weight
     total (all-reduced), because Keras all-reduces gradients with SUM: the update is then exactly
-    the single-device one, uneven last batches included.
+    the single-device one, uneven last batches included. Under mixed precision the loss is scaled
+    by the optimizer (`optimizer.scale_loss`) before the gradients are taken, as in Keras' own
+    `train_step`; the likelihood itself is computed in the variables' dtype (float32), as Keras
+    advises for losses.
 
-    Positive parameters (`positive=True`, e.g. a standard deviation) are stored as their log, so
-    they stay strictly positive under any optimizer step; `model.params` and `sample_loss` see the
-    natural value `exp(log_value)`.
+    Every step checks its batch: a batch with NaN or Inf values, or negative weights, is never
+    applied, and training stops with a `ValueError` naming the argument, the epoch and the batch
+    (in-memory arrays are checked before any work; this catches streamed data).
 
     Example: a Poisson regression in a few lines (see `examples/poisson_regression.py`).
 
@@ -46,10 +139,11 @@ class MaximumLikelihoodModel(keras.Model):
             self.add_parameter("b")
 
         def call(self, x):
-            return tf.exp(x * self.params_tensors()["w"] + ...)
+            params = self.user_params_tensors()
+            return tf.exp(x * params["w"] + params["b"])
 
         def sample_loss(self, params, x, y):
-            log_rate = ...
+            log_rate = x[:, 0] * params["w"][0] + params["b"]
             return tf.exp(log_rate) - y * log_rate + tf.math.lgamma(y + 1.0)
     ```
     """
@@ -62,12 +156,18 @@ class MaximumLikelihoodModel(keras.Model):
     sample_loss_kind = "nll"
     #: Role of each parameter under `adapt` ("slope", "intercept", "scale"); None: no `adapt`.
     parameter_roles = None
+    #: Whether `adapt` may centre and scale the targets (for a model of a sample: the sample).
+    #: True only for location-scale likelihoods in `y` (Gaussian), whose parameters then map
+    #: back exactly; other models (e.g. 0/1 targets) get their features whitened only.
+    adapt_targets = False
 
     def __init__(self, adaptation=None, **kwargs):
         super().__init__(**kwargs)
-        self._parameter_names = []
-        self._positive_names = set()
-        self.loss_tracker = keras.metrics.Mean(name="loss", dtype=self.dtype_policy.variable_dtype)
+        self._parameters = {}
+        self.loss_tracker = keras.metrics.Mean(name="loss", dtype=self.likelihood_dtype)
+        # Set by the steps when they refuse a batch; read by the fit/evaluate input-check callback.
+        self.train_input_check = _InputCheck(name="train_input_check")
+        self.test_input_check = _InputCheck(name="test_input_check")
         self._adaptation = None if adaptation is None else Adaptation.from_config(adaptation)
 
     # ---------------------------------------------------------------- parameters
@@ -85,37 +185,41 @@ class MaximumLikelihoodModel(keras.Model):
         Returns:
             The underlying `keras.Variable` (holding `log(value)` when `positive`).
         """
-        if isinstance(initializer, (int, float, np.number)):
-            value = float(initializer)
-            if not math.isfinite(value):
-                raise ValueError(f"{name} must be finite, got {value!r}.")
+        if name in self._parameters:
+            raise ValueError(f"{type(self).__name__} already has a parameter {name!r}.")
+        if isinstance(initializer, (int, float, np.number)) and not isinstance(initializer, bool):
             if positive:
-                if value <= 0:
-                    raise ValueError(f"{name} must be > 0, got {value!r}.")
-                value = math.log(value)
+                value = math.log(data_lib.check_positive_scalar(name, initializer))
+            else:
+                value = data_lib.check_finite_scalar(name, initializer)
             # A NumPy float64: Keras casts a Python float through float32 on its way to float64.
             initializer = keras.initializers.Constant(np.float64(value))
+        initializer = keras.initializers.get(initializer)
         variable = self.add_weight(
             name=f"log_{name}" if positive else name,
             shape=shape,
             initializer=initializer,
             trainable=True,
         )
-        self._parameter_names.append(name)
-        if positive:
-            self._positive_names.add(name)
-        setattr(self, f"_{name}_variable", variable)
-        setattr(self, f"_{name}_initializer", keras.initializers.get(initializer))
+        self._parameters[name] = Parameter(name, variable, initializer, positive)
         return variable
 
+    @property
+    def parameter_names(self) -> list:
+        """Names of the parameters, in the order they were added (empty until built)."""
+        return list(self._parameters)
+
+    @property
+    def likelihood_dtype(self) -> str:
+        """The dtype of the likelihood maths: the variables' (float32 under mixed precision)."""
+        return self.dtype_policy.variable_dtype
+
     def params_tensors(self) -> dict:
-        """Natural parameter values as tensors (differentiable w.r.t. the variables)."""
-        result = {}
-        for name in self._parameter_names:
-            variable = getattr(self, f"_{name}_variable")
-            value = tf.convert_to_tensor(variable)
-            result[name] = tf.exp(value) if name in self._positive_names else value
-        return result
+        """Natural parameter values as tensors (differentiable w.r.t. the variables).
+
+        In the working space of `adapt` when the model is adapted (see `user_params_tensors`).
+        """
+        return {name: parameter.value() for name, parameter in self._parameters.items()}
 
     def user_params_tensors(self, dtype=None) -> dict:
         """Natural parameter values in the user's units, as tensors (of `dtype` if given).
@@ -138,17 +242,24 @@ class MaximumLikelihoodModel(keras.Model):
         """
         return {name: np.asarray(value) for name, value in self.user_params_tensors().items()}
 
+    def set_params(self, params: dict) -> None:
+        """Sets parameters from natural values in the user's units (any subset of `params`)."""
+        unknown = sorted(set(params) - set(self._parameters))
+        if unknown:
+            raise ValueError(
+                f"params: unknown parameter(s) {unknown}; have {self.parameter_names}."
+            )
+        for name, value in self._working_values(params).items():
+            if name in params:
+                self._parameters[name].assign(value)
+
     def parameter_logs(self) -> dict:
         """Parameters as scalar log entries: `name` for a scalar, `name_i` for vector components."""
         logs = {}
-        for name, value in self.user_params_tensors(self.compute_dtype).items():
-            size = value.shape.num_elements()
-            if size == 1:
-                logs[name] = tf.reshape(value, [])
-            else:
-                flat = tf.reshape(value, [-1])
-                for i in range(size):
-                    logs[f"{name}_{i}"] = flat[i]
+        for name, value in self.user_params_tensors(self.likelihood_dtype).items():
+            flat = tf.reshape(value, [-1])
+            names = _flat_names(name, value.shape)
+            logs.update({label: flat[i] for i, label in enumerate(names)})
         return logs
 
     # ---------------------------------------------------------------- the maths
@@ -162,20 +273,42 @@ class MaximumLikelihoodModel(keras.Model):
         """
         raise NotImplementedError(f"{type(self).__name__} must implement sample_loss().")
 
-    def compute_loss_and_gradients(self, x, y=None, sample_weight=None):
-        """The training maths shared by `train_step` and `keras_mle.loops`.
+    def closed_form(self, x, y=None, sample_weight=None) -> dict | None:
+        """The exact MLE of the parameters on these data, like `model.params`, or `None`.
+
+        `None` (the default) means no closed form is known; the package's models return theirs
+        (OLS, the sample moments), which the callbacks and the command line compare fits with.
+        """
+        return None
+
+    def least_squares_model(self):
+        """The least-squares model of this model's mean, for OLS conventions; `None` if none.
+
+        `keras_mle.inference(model, ..., convention="ols")` reports OLS standard errors from it.
+        Models whose mean is linear and whose noise is Gaussian (`GaussianRegression`) return
+        the `LinearRegression` that shares their mean parameters.
+        """
+        return None
+
+    def compute_loss_and_gradients(self, x, y=None, sample_weight=None, *, scale_loss=None):
+        """The training maths shared by `train_step`, `keras_mle.loops` and the callbacks.
+
+        Args:
+            x, y, sample_weight: One (replica's) batch.
+            scale_loss: A function applied to the loss before the gradients are taken (the
+                optimizer's `scale_loss` under mixed precision). Defaults to `None`.
 
         Returns:
             `(loss, gradients, sample_losses, weights)`: the scalar objective of this (replica's)
-            batch, its gradients w.r.t. `trainable_variables`, and the per-sample losses (in the
-            user's units, see `adapt`) and weights for metrics.
+            batch, its gradients w.r.t. `trainable_variables` (of the scaled loss), and the
+            per-sample losses (in the user's units, see `adapt`) and weights for metrics.
         """
-        self._build_for(x)
-        x, y = self.working_data(x, self._flat_targets(y))
+        x, y = self.working_data(x, y)
         with tf.GradientTape() as tape:
             sample_losses = self.sample_loss(self.params_tensors(), x, y)
             loss, weights = self._normalize(sample_losses, sample_weight)
-        gradients = tape.gradient(loss, self.trainable_variables)
+            scaled = loss if scale_loss is None else scale_loss(loss)
+        gradients = tape.gradient(scaled, self.trainable_variables)
         return loss, gradients, self.user_losses(sample_losses), weights
 
     def _normalize(self, sample_losses, sample_weight):
@@ -189,18 +322,133 @@ class MaximumLikelihoodModel(keras.Model):
             count = context.all_reduce(tf.distribute.ReduceOp.SUM, count)
         return tf.reduce_sum(sample_losses * weights) / count, weights
 
-    def _build_for(self, x):
-        # Without a distribution strategy Keras defers building to the first traced step, and
-        # the steps here read parameters directly rather than through `self(x)`.
-        if not self.built:
-            self(x)
+    # ---------------------------------------------------------------- statistics hooks
+    def likelihood_derivatives(
+        self, x, y=None, sample_weight=None, *, params=None, names=None, hessian: bool = True
+    ) -> LikelihoodDerivatives:
+        """The total loss on `(x, y, sample_weight)` and its derivatives, in float64.
 
-    @staticmethod
-    def _flat_targets(y):
-        # (B, 1) targets against (B,) predictions would broadcast to (B, B): flatten them.
-        if y is not None and y.shape.rank == 2 and y.shape[1] == 1:
-            y = y[:, 0]
-        return y
+        Computed with nested `tf.GradientTape`s from the data cast to float64 (whatever the
+        model's dtype), in the estimation coordinates of `LikelihoodDerivatives`.
+
+        Args:
+            x, y, sample_weight: The data (checked as `fit` checks them).
+            params: User-unit natural values to evaluate at (any subset of `model.params`).
+                Defaults to `None` (the current parameters).
+            names: The parameters to differentiate with respect to; the others are held fixed.
+                Defaults to `None` (all).
+            hessian: Compute the Hessian. Defaults to `True`.
+
+        Raises:
+            ValueError: if the parameters are not finite, or `sample_loss` cannot run in float64.
+        """
+        x64, y64, w = self.check_data(x, y, sample_weight, dtype=np.float64)
+        w = np.ones(len(x64)) if w is None else w
+        working = self._working_values(params)
+        names = self.parameter_names if names is None else list(names)
+        unknown = sorted(set(names) - set(working))
+        if unknown:
+            raise ValueError(f"names: unknown parameter(s) {unknown}; have {self.parameter_names}.")
+        x_t, y_t = self.working_data(x64, y64, dtype=tf.float64)
+        shapes = [working[name].shape for name in names]
+        sizes = [shape.num_elements() for shape in shapes]
+        weights = tf.constant(w)
+
+        def unflatten(theta):
+            pieces = tf.split(theta, sizes) if names else []
+            values = {n: tf.reshape(v, s) for n, v, s in zip(names, pieces, shapes, strict=True)}
+            return {**working, **values}
+
+        theta = tf.concat([tf.reshape(working[name], [-1]) for name in names], 0)
+        with tf.GradientTape(persistent=True) as outer:
+            outer.watch(theta)
+            with tf.GradientTape() as inner:
+                inner.watch(theta)
+                sample_losses = self._float64_sample_loss(unflatten(theta), x_t, y_t)
+                total = tf.reduce_sum(weights * sample_losses)
+            gradient = inner.gradient(total, theta)
+        matrix = outer.jacobian(gradient, theta, experimental_use_pfor=False) if hessian else None
+        with tf.GradientTape(persistent=True) as tape:
+            tape.watch(theta)
+            user = unflatten(theta)
+            if self._adaptation is not None:
+                user = self._adaptation.to_user(user, self.parameter_roles)
+            user_flat = tf.concat([tf.reshape(user[name], [-1]) for name in names], 0)
+        jacobian = tape.jacobian(user_flat, theta, experimental_use_pfor=False)
+        adaptation = self._adaptation
+        factor = 1.0 if adaptation is None else adaptation.loss_factor(self.sample_loss_kind)
+        flat_names = [_flat_names(name, shape) for name, shape in zip(names, shapes, strict=True)]
+        return LikelihoodDerivatives(
+            names=tuple(label for labels in flat_names for label in labels),
+            params=user_flat.numpy(),
+            sample_losses=self.user_losses(sample_losses).numpy(),
+            weights=w,
+            gradient=factor * gradient.numpy(),
+            hessian=None if matrix is None else factor * matrix.numpy(),
+            jacobian=jacobian.numpy().reshape(len(user_flat), len(user_flat)),
+        )
+
+    def per_sample_loss(self, x, y=None, *, params=None) -> np.ndarray:
+        """`l_i`: each sample's loss (NLL, or squared error) in the user's units, in float64."""
+        x64, y64, _ = self.check_data(x, y, dtype=np.float64)
+        x_t, y_t = self.working_data(x64, y64, dtype=tf.float64)
+        losses = self._float64_sample_loss(self._working_values(params), x_t, y_t)
+        return self.user_losses(losses).numpy()
+
+    def score(self, x, y=None, sample_weight=None, *, params=None) -> np.ndarray:
+        """The score `-dL / d theta_user` over the flattened parameters, in float64."""
+        derivatives = self.likelihood_derivatives(
+            x, y, sample_weight, params=params, hessian=False
+        )
+        return derivatives.score
+
+    def observed_information(self, x, y=None, sample_weight=None, *, params=None) -> np.ndarray:
+        """The observed information `d^2 L / d theta_user^2` (the Hessian of the total NLL)."""
+        return self.likelihood_derivatives(x, y, sample_weight, params=params).information
+
+    def _working_values(self, params=None) -> dict:
+        """Float64 natural working-space values: the current ones, or user-unit `params`."""
+        if not self.built:
+            raise ValueError("model is not built: fit it (or call it on a batch) first.")
+        current = {name: tf.cast(v, tf.float64) for name, v in self.params_tensors().items()}
+        if params:
+            user = {name: tf.cast(v, tf.float64) for name, v in self.user_params_tensors().items()}
+            for name, value in params.items():
+                if name not in user:
+                    raise ValueError(f"params: unknown parameter {name!r}.")
+                user[name] = tf.reshape(tf.constant(value, tf.float64), user[name].shape)
+            current = (
+                user
+                if self._adaptation is None
+                else self._adaptation.to_working(user, self.parameter_roles)
+            )
+        bad = [
+            name
+            for name, value in current.items()
+            if not np.all(np.isfinite(value.numpy()))
+        ]
+        if bad:
+            raise ValueError(
+                f"{type(self).__name__} has non-finite parameter(s) {bad}: the fit diverged. "
+                "Train again with a smaller learning rate, or after model.adapt(x, y)."
+            )
+        return current
+
+    def _float64_sample_loss(self, params, x, y):
+        try:
+            losses = self.sample_loss(params, x, y)
+        except (TypeError, ValueError, tf.errors.InvalidArgumentError) as error:
+            raise ValueError(
+                f"{type(self).__name__}.sample_loss cannot run in float64, which the statistics "
+                "need: write its constants in the inputs' dtype (e.g. tf.cast(c, x.dtype) or "
+                f"a Python float), not as float32 tensors. The error was: {error}"
+            ) from None
+        if losses.dtype != tf.float64:
+            raise ValueError(
+                f"{type(self).__name__}.sample_loss returned {losses.dtype.name} for float64 "
+                "inputs: compute it in the inputs' dtype."
+            )
+        return losses
 
     # ---------------------------------------------------------------- adapt
     @property
@@ -213,16 +461,18 @@ class MaximumLikelihoodModel(keras.Model):
 
         As with `keras.layers.Normalization.adapt`, the statistics are computed once, here, and
         saved with the model. The features are centred and whitened (`x - mean`, times the
-        inverse of the R factor of its QR decomposition) and the targets centred and scaled by
-        their standard deviation (for a model of a sample, the sample is). The variables then
-        hold *working-space* parameters, on which the squared-error Hessian is `2 I`: plain SGD
-        with learning rate 0.5 solves least squares in one step, whatever the units of `x`.
-        `model.params`, `predict`, the reported loss and `keras_mle.inference` stay in the user's
-        units (see `keras_mle.models.adaptation` for the formulas).
+        inverse of the R factor of its QR decomposition); for a model whose likelihood is a
+        location-scale family in `y` (`adapt_targets`, e.g. the Gaussian models) the targets are
+        also centred and scaled by their standard deviation (for a model of a sample, the sample
+        is). The variables then hold *working-space* parameters, on which the squared-error
+        Hessian is `2 I`: plain SGD with learning rate 0.5 solves least squares in one step,
+        whatever the units of `x`. `model.params`, `predict`, the reported loss and
+        `keras_mle.inference` stay in the user's units (see `keras_mle.models.adaptation`).
 
         Call it before `fit`; datasets passed to `fit` are transformed inside the model, so any
-        input path works. Give float64 arrays when the data carry more digits than float32
-        (e.g. values near 1e6): the statistics are computed in float64 from what is passed.
+        input path works. The data are checked and the statistics computed in float64 from what
+        is passed: give float64 arrays when the data carry more digits than float32 (values
+        near 1e6, say).
 
         Units are then no obstacle, but a likelihood can still be hard by nature: for a
         Gaussian regression the NLL's curvature in the slopes is `1 / (1 - R^2)` adapted units
@@ -235,9 +485,9 @@ class MaximumLikelihoodModel(keras.Model):
             y: Targets, or `None` for a model of a sample. Defaults to `None`.
             reset: Re-initialise the parameters in the working space, so that initializers and
                 initial values are read in adapted units (as for a layer after a
-                `Normalization`): e.g. `GaussianMLE(mu=0, sigma=1)` then starts at the sample's
-                mean and standard deviation. `False` keeps `model.params` unchanged. Defaults
-                to `True`.
+                `Normalization`): e.g. `GaussianMLE(initial_mu=0, initial_sigma=1)` then starts
+                at the sample's mean and standard deviation. `False` keeps `model.params`
+                unchanged. Defaults to `True`.
 
         Returns:
             The model.
@@ -246,51 +496,50 @@ class MaximumLikelihoodModel(keras.Model):
             raise NotImplementedError(
                 f"{type(self).__name__} does not support adapt(): set parameter_roles."
             )
-        self.check_data(x, y)
-        x, y = data_lib.check_xy(x, y, dtype=np.float64, x_name=self.x_name)
-        if not self.built:
-            self._build_for(tf.constant(x[:2], dtype=self.compute_dtype))
-        adaptation = Adaptation.from_data(x, y if self.takes_targets else None)
-        adaptation.check_roles(self.parameter_roles, self._parameter_names)
+        if not self.takes_targets and not self.adapt_targets:
+            raise NotImplementedError(
+                f"{type(self).__name__} does not support adapt(): its likelihood does not allow "
+                "rescaling the sample (set adapt_targets for a location-scale family)."
+            )
+        x, y, _ = self.check_data(x, y, dtype=np.float64)
+        self._build_from_shape(x.shape)
+        adaptation = Adaptation.from_data(
+            x, y if self.takes_targets else None, scale_targets=self.adapt_targets
+        )
+        adaptation.check_roles(self.parameter_roles, self.parameter_names)
         if reset:
-            values = {}
-            for name in self._parameter_names:
-                variable = getattr(self, f"_{name}_variable")
-                initializer = getattr(self, f"_{name}_initializer")
-                values[name] = initializer(shape=variable.shape, dtype=variable.dtype)
             self._adaptation = adaptation
-            for name, value in values.items():
-                getattr(self, f"_{name}_variable").assign(value)
+            for parameter in self._parameters.values():
+                parameter.reset()
         else:
             working = adaptation.to_working(self.user_params_tensors(), self.parameter_roles)
             self._adaptation = adaptation
             for name, value in working.items():
-                if name in self._positive_names:
-                    value = tf.math.log(value)
-                variable = getattr(self, f"_{name}_variable")
-                variable.assign(tf.cast(value, variable.dtype))
+                self._parameters[name].assign(value)
         # Compiled steps hold the old statistics as constants.
         self.train_function = self.test_function = self.predict_function = None
         return self
 
     @property
     def data_dtype(self) -> str:
-        """The dtype data are fed in: the model's, or float64 once adapted.
+        """The dtype data are fed in: the likelihood's, or float64 once adapted.
 
         An adapted model receives float64 data and centres them in float64 inside the step,
-        before casting to its compute dtype: a float32 model then loses nothing to the rounding
-        of data with a large offset (values near 1e6 are spaced 0.06 apart in float32).
+        before casting to its likelihood dtype: a float32 model then loses nothing to the
+        rounding of data with a large offset (values near 1e6 are spaced 0.06 apart in float32).
         """
-        return "float64" if self._adaptation is not None else self.dtype_policy.variable_dtype
+        return "float64" if self._adaptation is not None else self.likelihood_dtype
 
     def working_data(self, x, y=None, dtype=None):
-        """`(x, y)` in the working space of `adapt`, as `dtype` (default: the compute dtype).
+        """`(x, y)` in the working space of `adapt`, as `dtype` (default: the likelihood dtype).
 
-        Unchanged when the model is not adapted.
+        Only cast (and `(B, 1)` targets flattened) when the model is not adapted.
         """
-        if self._adaptation is None:
-            return x, y
-        return self._adaptation.transform(x, y, dtype=dtype or self.compute_dtype)
+        dtype = dtype or self.likelihood_dtype
+        y = _flat_targets(y)
+        if self._adaptation is not None:
+            return self._adaptation.transform(x, y, dtype=dtype)
+        return tf.cast(x, dtype), None if y is None else tf.cast(y, dtype)
 
     def user_losses(self, sample_losses):
         """Per-sample working-space losses in the user's units (unchanged when not adapted)."""
@@ -307,38 +556,93 @@ class MaximumLikelihoodModel(keras.Model):
     # ---------------------------------------------------------------- Keras hooks
     @property
     def metrics(self):
-        return [self.loss_tracker]
+        # Keras' compile() adds a loss tracker of its own, which these steps do not use: report
+        # this model's loss first, then the compiled and user metrics.
+        others = [
+            m
+            for m in super().metrics
+            if m.name != "loss" and not isinstance(m, _InputCheck)
+        ]
+        return [self.loss_tracker, *others]
+
+    def compile(
+        self,
+        optimizer="rmsprop",
+        loss=None,
+        loss_weights=None,
+        metrics=None,
+        weighted_metrics=None,
+        run_eagerly=False,
+        steps_per_execution=1,
+        jit_compile="auto",
+        auto_scale_loss=True,
+    ):
+        """`keras.Model.compile` without a `loss`: the model's likelihood is its loss.
+
+        `metrics` (and `weighted_metrics`) are computed on the model's mean prediction
+        (`predict`) against the targets `y` (for a model of a sample: the sample).
+        """
+        for name, value in (("loss", loss), ("loss_weights", loss_weights)):
+            if value is not None:
+                raise ValueError(
+                    f"{name}: {type(self).__name__} is fitted by its own likelihood "
+                    f"(sample_loss), so compile() takes no {name}. Pass metrics=[...] to track "
+                    "other measures of the fit."
+                )
+        super().compile(
+            optimizer=optimizer,
+            metrics=metrics,
+            weighted_metrics=weighted_metrics,
+            run_eagerly=run_eagerly,
+            steps_per_execution=steps_per_execution,
+            jit_compile=jit_compile,
+            auto_scale_loss=auto_scale_loss,
+        )
+
+    def compile_from_config(self, config):
+        # Keras skips this for models that override compile(); these models' compile() takes
+        # the same arguments, so a loaded `.keras` model is compiled (optimizer state included).
+        self.compile(**keras.saving.deserialize_keras_object(config))
+        if self.built:
+            self.optimizer.build(self.trainable_variables)
 
     def train_step(self, data):
-        if isinstance(data, dict) and data_lib.STACKED_KEY in data:
+        if isinstance(data, data_lib.EpochBatches):
             if self.distribute_strategy.num_replicas_in_sync > 1:
                 # Optimizer steps inside a tf.while_loop cannot merge_call across replicas.
                 raise ValueError(
                     "x: keras_mle.data.epoch_dataset is a single-device fast path; under a "
                     "tf.distribute strategy pass the arrays to fit(x, y) instead."
                 )
-            self.train_batches(**data[data_lib.STACKED_KEY])
+            self.train_batches(data.x, data.y, data.sample_weight)
         else:
             self.apply_step(*self._unpack(data))
-        return {"loss": self._loss_result(), **self.parameter_logs()}
+        return {**self._metric_results(), **self.parameter_logs()}
 
     def apply_step(self, x, y=None, sample_weight=None):
-        """One optimizer step on one batch, with the loss tracker updated.
+        """One optimizer step on one batch, with the loss tracker and metrics updated.
 
         This is `train_step` without Keras' data unpacking; the custom loops call it directly.
+        A batch that fails the input checks (or follows one that did) is not applied.
         """
-        _, gradients, sample_losses, weights = self.compute_loss_and_gradients(x, y, sample_weight)
-        self.optimizer.apply(gradients, self.trainable_variables)
-        self.loss_tracker.update_state(sample_losses, sample_weight=weights)
+        y = self._checked_target_shape(y)
+        ok = self.train_input_check.record(_input_problems(x, y, sample_weight))
+        loss_scale = self.optimizer.scale_loss
+        _, gradients, sample_losses, weights = self.compute_loss_and_gradients(
+            x, y, sample_weight, scale_loss=loss_scale
+        )
+
+        _apply_if(ok, lambda g: self.optimizer.apply(g, self.trainable_variables), gradients)
+        tf.cond(ok, lambda: self._update_metrics(x, y, sample_losses, weights), lambda: None)
 
     def train_batches(self, x, y=None, sample_weight=None):
         """One `apply_step` per slice `x[i]` of stacked batches, in a `tf.while_loop`.
 
         `x` has shape `(num_batches, batch_size, ...)` (see `keras_mle.data.stack_batches`). Used
         in-graph by the `"function"`/`"xla"` loops and, through `keras_mle.data.epoch_dataset`,
-        by `fit()` so that a whole epoch is one compiled call.
+        by `fit()` so that a whole epoch is one compiled call. The loop ends early at a batch
+        that fails the input checks.
         """
-        self._build_for(x[0])
 
         def body(i):
             self.apply_step(
@@ -348,97 +652,446 @@ class MaximumLikelihoodModel(keras.Model):
             )
             return (i + 1,)
 
-        tf.while_loop(lambda i: i < tf.shape(x)[0], body, (tf.constant(0),))
+        def more(i):
+            return tf.logical_and(i < tf.shape(x)[0], self.train_input_check.clean())
+
+        tf.while_loop(more, body, (tf.constant(0),))
 
     def test_step(self, data):
         x, y, sample_weight = self._unpack(data)
-        self._build_for(x)
-        x, y = self.working_data(x, self._flat_targets(y))
-        sample_losses = self.sample_loss(self.params_tensors(), x, y)
+        y = self._checked_target_shape(y)
+        ok = self.test_input_check.record(_input_problems(x, y, sample_weight))
+        x_t, y_t = self.working_data(x, y)
+        sample_losses = self.sample_loss(self.params_tensors(), x_t, y_t)
         _, weights = self._normalize(sample_losses, sample_weight)
-        self.loss_tracker.update_state(self.user_losses(sample_losses), sample_weight=weights)
-        return {"loss": self._loss_result()}
+        tf.cond(
+            ok,
+            lambda: self._update_metrics(x, y, self.user_losses(sample_losses), weights),
+            lambda: None,
+        )
+        return self._metric_results()
 
-    # ---------------------------------------------------------------- input checks
-    def check_data(self, x, y=None, sample_weight=None):
-        """Validates in-memory data before any work; returns `(x, y, sample_weight)` as arrays.
+    def predict_step(self, data):
+        x, _, _ = keras.utils.unpack_x_y_sample_weight(data)
+        return self.call(x)
 
-        Raises `ValueError` (`TypeError` for non-numeric data) naming the argument.
+    def _update_metrics(self, x, y, sample_losses, weights):
+        self.loss_tracker.update_state(sample_losses, sample_weight=weights)
+        if len(self.metrics) > 1:
+            targets = y if self.takes_targets else x
+            self.compute_metrics(x, _flat_targets(targets), self.call(x), sample_weight=weights)
+
+    def _metric_results(self):
+        """`get_metrics_result()`, made global under `tf.distribute`.
+
+        Inside a replica each metric holds only that replica's share: the result is computed
+        from its variables all-reduced across replicas, or the log would be replica 0's.
         """
-        dtype = self.data_dtype
-        if not self.takes_targets and y is not None:
-            raise ValueError(f"y must be None: {type(self).__name__} fits a sample, not targets.")
-        x, y = data_lib.check_xy(x, y, dtype=dtype, x_name=self.x_name)
-        if self.takes_targets and y is None:
-            raise ValueError(f"y is required: {type(self).__name__} fits targets y given x.")
-        sample_weight = data_lib.check_sample_weight(sample_weight, len(x), dtype=dtype)
-        return x, y, sample_weight
-
-    def fit(self, x=None, y=None, *args, sample_weight=None, validation_data=None, **kwargs):
-        if _is_in_memory(x):
-            x, y, sample_weight = self.check_data(x, y, sample_weight)
-            y = self._placeholder_targets(x, y, sample_weight)
-        elif isinstance(x, tf.data.Dataset) and len(args) < 7:
-            # Keras ignores `shuffle` for datasets, and warns when left at its default True.
-            kwargs.setdefault("shuffle", False)
-        if isinstance(validation_data, (tuple, list)):
-            validation_data = self._check_validation(validation_data)
-        with _floatx(self.data_dtype):
-            return super().fit(
-                x, y, *args, sample_weight=sample_weight, validation_data=validation_data, **kwargs
-            )
-
-    def evaluate(self, x=None, y=None, *args, sample_weight=None, **kwargs):
-        # fit() passes its validation data, checked by `_check_validation`, with this flag.
-        if _is_in_memory(x) and not kwargs.get("_use_cached_eval_dataset"):
-            x, y, sample_weight = self.check_data(x, y, sample_weight)
-            y = self._placeholder_targets(x, y, sample_weight)
-        with _floatx(self.data_dtype):
-            return super().evaluate(x, y, *args, sample_weight=sample_weight, **kwargs)
-
-    def predict(self, x, *args, **kwargs):
-        if _is_in_memory(x):
-            x = data_lib.check_array(self.x_name, x, dtype=self.data_dtype)
-        with _floatx(self.data_dtype):
-            return super().predict(x, *args, **kwargs)
-
-    def _loss_result(self):
-        # Keras reports what the step returns, and inside a replica the tracker holds only that
-        # replica's share: all-reduce it, or the log is a mean of per-replica means.
         context = tf.distribute.get_replica_context()
         if context is None or context.num_replicas_in_sync == 1:
-            return self.loss_tracker.result()
-        tracker = self.loss_tracker
-        share = tf.stack([tf.convert_to_tensor(tracker.total), tf.convert_to_tensor(tracker.count)])
-        total, count = tf.unstack(context.all_reduce(tf.distribute.ReduceOp.SUM, share))
-        return tf.math.divide_no_nan(total, count)
+            return self.get_metrics_result()
+        results = {}
+        for metric in self.metrics:
+            reduced = [
+                context.all_reduce(
+                    tf.distribute.ReduceOp.MEAN
+                    if variable.aggregation == "mean"
+                    else tf.distribute.ReduceOp.SUM,
+                    tf.convert_to_tensor(variable),
+                )
+                for variable in metric.variables
+            ]
+            result = metric.stateless_result(reduced)
+            results.update(result if isinstance(result, dict) else {metric.name: result})
+        return results
+
+    def _checked_target_shape(self, y):
+        if y is None:
+            return None
+        rank = y.shape.rank
+        if rank is not None and (rank > 2 or (rank == 2 and y.shape[1] not in (1, None))):
+            raise ValueError(
+                f"y must have shape (N,) or (N, 1), got batches of shape {tuple(y.shape)}: one "
+                "target per row (they would broadcast against the (N,) predictions)."
+            )
+        return _flat_targets(y)
 
     def _unpack(self, data):
         x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(data)
-        # A model of a sample ignores the placeholder targets of `_placeholder_targets`.
-        return x, (y if self.takes_targets else None), sample_weight
+        if self.takes_targets:
+            return x, y, sample_weight
+        # A model of a sample reads elements `samples` or `(samples, sample_weight)`.
+        if sample_weight is not None:
+            raise ValueError(
+                f"{type(self).__name__} fits a sample: dataset elements must be samples or "
+                "(samples, sample_weight), not 3-tuples."
+            )
+        return x, None, y
 
-    def _placeholder_targets(self, x, y, sample_weight):
-        # Keras drops `sample_weight` when `y` is None (`pack_x_y_sample_weight`): a model of a
-        # sample carries zeros in the place of `y`, which `_unpack` discards in the steps.
-        if self.takes_targets or y is not None or sample_weight is None:
-            return y
-        return np.zeros(len(x), dtype=x.dtype)
+    # ---------------------------------------------------------------- fit, evaluate, predict
+    def check_data(self, x, y=None, sample_weight=None, *, dtype=None):
+        """Validates in-memory data before any work; returns `(x, y, sample_weight)` as arrays.
 
-    def _check_validation(self, validation_data):
-        if not self.takes_targets and len(validation_data) == 1:
-            x, y, w = validation_data[0], None, None
+        Raises `ValueError` (`TypeError` for non-numeric data) naming the argument. The arrays
+        are returned in `dtype` (default: the model's `data_dtype`); a cast that would lose
+        information gives a `keras_mle.PrecisionWarning`.
+        """
+        dtype = self.data_dtype if dtype is None else dtype
+        if not self.takes_targets and y is not None:
+            raise ValueError(f"y must be None: {type(self).__name__} fits a sample, not targets.")
+        x, y = data_lib.check_xy(x, y, x_name=self.x_name)
+        if self.takes_targets and y is None:
+            raise ValueError(f"y is required: {type(self).__name__} fits targets y given x.")
+        sample_weight = data_lib.check_sample_weight(sample_weight, len(x))
+        self.check_input_shape(x.shape)
+        x = data_lib.cast_for_model(self.x_name, x, dtype)
+        y = None if y is None else data_lib.cast_for_model("y", y, dtype)
+        if sample_weight is not None:
+            sample_weight = sample_weight.astype(dtype)
+        return x, y, sample_weight
+
+    def check_input_shape(self, shape) -> None:
+        """Raises a `ValueError` naming `x` if batches of this shape do not fit the model.
+
+        The default accepts anything; models with a fixed number of features check it.
+        """
+
+    def fit(
+        self,
+        x=None,
+        y=None,
+        batch_size=None,
+        epochs=1,
+        verbose="auto",
+        callbacks=None,
+        validation_split=0.0,
+        validation_data=None,
+        shuffle=True,
+        class_weight=None,
+        sample_weight=None,
+        initial_epoch=0,
+        steps_per_epoch=None,
+        validation_steps=None,
+        validation_batch_size=None,
+        validation_freq=1,
+    ):
+        """`keras.Model.fit`, with every argument and in-memory array checked before any work.
+
+        In-memory arrays are fed to Keras as a `tf.data.Dataset` in the model's `data_dtype`
+        (`keras_mle.data.array_dataset`, which shuffles as Keras does), so that float64 data
+        reach a float64 or adapted model unrounded. For a model of a sample, `x` holds the
+        samples and a dataset's elements are `samples` or `(samples, sample_weight)`.
+        A `keras_mle.callbacks.BackupAndRestore` among `callbacks` restores its backup before
+        training and sets the epoch to resume from.
+        """
+        batch_size = data_lib.check_optional_positive_int("batch_size", batch_size)
+        data_lib.check_positive_int("epochs", epochs)
+        data_lib.check_optional_positive_int("steps_per_epoch", steps_per_epoch)
+        data_lib.check_optional_positive_int("validation_steps", validation_steps)
+        data_lib.check_optional_positive_int("validation_batch_size", validation_batch_size)
+        data_lib.check_positive_int("validation_freq", validation_freq)
+        initial_epoch = _check_initial_epoch(initial_epoch)
+        validation_split = _check_validation_split(validation_split)
+        if class_weight is not None:
+            raise ValueError(
+                "class_weight is not supported by likelihood models: weight the samples with "
+                "sample_weight."
+            )
+        if _is_in_memory(x):
+            x, y, sample_weight = self.check_data(x, y, sample_weight)
+            if validation_split and validation_data is None:
+                (x, y, sample_weight), held_out = _split((x, y, sample_weight), validation_split)
+                validation_data = data_lib.array_dataset(
+                    self._components(*held_out),
+                    batch_size=validation_batch_size or batch_size or 32,
+                )
+            self._prepare(x.shape, x[:1], None if y is None else y[:1])
+            x = data_lib.array_dataset(
+                self._components(x, y, sample_weight),
+                batch_size=batch_size or 32,
+                shuffle=bool(shuffle),
+            )
         else:
+            self._check_stream(x, y, sample_weight, batch_size, validation_split)
+        if validation_data is not None:
+            validation_data = self._validation_dataset(
+                validation_data, validation_batch_size or batch_size or 32
+            )
+        initial_epoch = checkpoint.initial_epoch(callbacks, self, initial_epoch)
+        return super().fit(
+            x,
+            epochs=epochs,
+            verbose=verbose,
+            callbacks=[_InputCheckCallback(), *(callbacks or [])],
+            validation_data=validation_data,
+            shuffle=False,
+            initial_epoch=initial_epoch,
+            steps_per_epoch=steps_per_epoch,
+            validation_steps=validation_steps,
+            validation_freq=validation_freq,
+        )
+
+    def evaluate(
+        self,
+        x=None,
+        y=None,
+        batch_size=None,
+        verbose="auto",
+        sample_weight=None,
+        steps=None,
+        callbacks=None,
+        return_dict=False,
+        **kwargs,
+    ):
+        """`keras.Model.evaluate` with the checks of `fit`."""
+        batch_size = data_lib.check_optional_positive_int("batch_size", batch_size)
+        data_lib.check_optional_positive_int("steps", steps)
+        if _is_in_memory(x):
+            x, y, sample_weight = self.check_data(x, y, sample_weight)
+            self._prepare(x.shape, x[:1], None if y is None else y[:1])
+            x = data_lib.array_dataset(
+                self._components(x, y, sample_weight), batch_size=batch_size or 32
+            )
+        elif not kwargs:
+            # (fit() passes its validation dataset, already checked, with a keyword of its own.)
+            self._check_stream(x, y, sample_weight, batch_size, 0.0)
+        if not isinstance(callbacks, keras.callbacks.CallbackList):
+            callbacks = [_InputCheckCallback(), *(callbacks or [])]
+        return super().evaluate(
+            x, verbose=verbose, steps=steps, callbacks=callbacks, return_dict=return_dict, **kwargs
+        )
+
+    def predict(self, x, batch_size=None, verbose="auto", steps=None, callbacks=None):
+        """`keras.Model.predict` with the checks of `fit` (the number of features included)."""
+        batch_size = data_lib.check_optional_positive_int("batch_size", batch_size)
+        data_lib.check_optional_positive_int("steps", steps)
+        if _is_in_memory(x):
+            x = data_lib.check_array(self.x_name, x)
+            self.check_input_shape(x.shape)
+            x = data_lib.cast_for_model(self.x_name, x, self.data_dtype)
+            self._build_from_shape(x.shape)
+            x = data_lib.array_dataset((x,), batch_size=batch_size or 32)
+        elif isinstance(x, tf.data.Dataset):
+            self._build_from_shape(_x_spec(self, x.element_spec).shape)
+        return super().predict(x, verbose=verbose, steps=steps, callbacks=callbacks)
+
+    def _components(self, x, y, sample_weight):
+        # The element layout of `_unpack`: (x, y, w) for a regression, (x, w) for a sample.
+        parts = (x, y, sample_weight) if self.takes_targets else (x, sample_weight)
+        return tuple(a for a in parts if a is not None)
+
+    def _build_from_shape(self, shape):
+        if not self.built:
+            with self.distribute_strategy.scope():
+                self.build(tuple(shape))
+
+    def _prepare(self, shape, x_example, y_example):
+        """Builds the model, and any compiled metrics, before Keras' first step.
+
+        Callbacks then see a built model in `on_train_begin`. The metrics are built here from
+        one example row because an `EpochBatches` step (and a custom loop's epoch) updates them
+        inside a `tf.while_loop`, where no variable may be created; under a multi-replica
+        strategy Keras builds them itself, from a symbolic batch.
+        """
+        self._build_from_shape(shape)
+        if len(self.metrics) > 1 and self.distribute_strategy.num_replicas_in_sync == 1:
+            x = tf.constant(x_example)
+            targets = y_example if self.takes_targets else x_example
+            self.compute_metrics(x, _flat_targets(tf.constant(targets)), self.call(x))
+            self.reset_metrics()
+
+    def _check_stream(self, x, y, sample_weight, batch_size, validation_split):
+        for name, value in (("y", y), ("sample_weight", sample_weight)):
+            if value is not None:
+                raise ValueError(f"{name}: with a dataset or generator, give it inside the data.")
+        if batch_size is not None:
+            raise ValueError("batch_size: a dataset or generator is batched already; drop it.")
+        if validation_split:
+            raise ValueError("validation_split needs in-memory arrays; give validation_data.")
+        if not isinstance(x, tf.data.Dataset):
+            return
+        spec = x.element_spec
+        if isinstance(spec, data_lib.EpochBatches.Spec):
+            example = tf.zeros([1, *(d or 1 for d in spec.x.shape[2:])], spec.x.dtype)
+            self._prepare((None, *spec.x.shape[2:]), example, tf.zeros([1], spec.x.dtype))
+            return
+        x_spec = _x_spec(self, spec)
+        for component in tf.nest.flatten(spec):
+            if component.shape.rank == 0:
+                raise ValueError(
+                    f"{self.x_name}: the dataset yields single rows (element spec {spec}): "
+                    "batch it first, e.g. dataset.batch(256)."
+                )
+        self.check_input_shape(x_spec.shape)
+        if self.takes_targets:
+            _, y_spec, _ = keras.utils.unpack_x_y_sample_weight(spec)
+            if y_spec is not None:
+                self._checked_target_shape(tf.zeros([1, *(d or 1 for d in y_spec.shape[1:])]))
+        example = tf.zeros([1, *(d or 1 for d in x_spec.shape[1:])], x_spec.dtype)
+        self._prepare(x_spec.shape, example, tf.zeros([1], x_spec.dtype))
+
+    def _validation_dataset(self, validation_data, batch_size):
+        if not _is_in_memory(validation_data):
+            return validation_data
+        if not isinstance(validation_data, (tuple, list)):
+            validation_data = (validation_data,)
+        if self.takes_targets:
             x, y, w = keras.utils.unpack_x_y_sample_weight(tuple(validation_data))
+        elif len(validation_data) <= 2:
+            # As the dataset elements of a model of a sample: samples or (samples, weights).
+            x, y, w = validation_data[0], None, (*validation_data[1:], None)[0]
+        elif len(validation_data) == 3 and validation_data[1] is None:
+            x, y, w = validation_data
+        else:
+            raise ValueError(
+                f"validation_data: {type(self).__name__} fits a sample: give samples, "
+                "(samples, sample_weight) or (samples, None, sample_weight)."
+            )
         try:
             checked = self.check_data(x, y, w)
         except (TypeError, ValueError) as error:
             raise type(error)(f"validation_data: {error}") from None
-        if checked[1] is None and checked[2] is None:
-            return (checked[0],)
-        if checked[1] is None:
-            return (checked[0], self._placeholder_targets(*checked), checked[2])
-        return checked if checked[2] is not None else checked[:2]
+        return data_lib.array_dataset(self._components(*checked), batch_size=batch_size)
+
+
+class _InputCheck(keras.metrics.Metric):
+    """The first batch a step refused in this epoch: what was wrong with it, and where.
+
+    Not one of the model's reported metrics; `_InputCheckCallback` resets and reads it. The
+    values are the same on every replica (the check is all-reduced), hence mean aggregation.
+    """
+
+    def __init__(self, name):
+        super().__init__(name=name, dtype="float32")
+        self.problems = self.add_variable((), "zeros", name="problems", aggregation="mean")
+        self.batches = self.add_variable((), "zeros", name="batches", aggregation="mean")
+        self.bad_batch = self.add_variable((), "zeros", name="bad_batch", aggregation="mean")
+
+    def clean(self):
+        return tf.equal(self.problems, 0.0)
+
+    def record(self, problems):
+        """Counts a batch with these problems; returns whether the step may use it."""
+        ok = tf.logical_and(tf.equal(problems, 0), self.clean())
+        first = tf.logical_and(tf.not_equal(problems, 0), self.clean())
+        self.batches.assign_add(1.0)
+        self.bad_batch.assign(tf.where(first, self.batches, self.bad_batch))
+        self.problems.assign(tf.where(first, tf.cast(problems, "float32"), self.problems))
+        return ok
+
+    def update_state(self, problems):
+        self.record(problems)
+
+    def result(self):
+        return self.problems
+
+    def reset_state(self):
+        for variable in self.variables:
+            variable.assign(0.0)
+
+    def raise_if_refused(self, where: str):
+        problems = int(self.problems.numpy())
+        if not problems:
+            return
+        argument, problem = next(p for i, p in enumerate(_INPUT_PROBLEMS) if problems >> i & 1)
+        raise ValueError(
+            f"{argument} has {problem} in {where}, batch {int(self.bad_batch.numpy())} of the "
+            "data: stopped before applying that batch (the parameters are those before it). "
+            "Clean or filter the data (e.g. dataset.filter(...))."
+        )
+
+
+class _InputCheckCallback(keras.callbacks.Callback):
+    """Turns a batch refused by a step into a `ValueError`, before any other callback sees it."""
+
+    def on_train_begin(self, logs=None):
+        self.epoch = 0
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self.epoch = epoch
+        self.model.train_input_check.reset_state()
+
+    def on_epoch_end(self, epoch, logs=None):
+        self.model.train_input_check.raise_if_refused(f"epoch {epoch + 1}")
+
+    def on_test_begin(self, logs=None):
+        # Validation runs before on_epoch_end: report a refused training batch first.
+        if getattr(self, "epoch", None) is not None:
+            self.model.train_input_check.raise_if_refused(f"epoch {self.epoch + 1}")
+        self.model.test_input_check.reset_state()
+
+    def on_test_end(self, logs=None):
+        self.model.test_input_check.raise_if_refused("evaluation")
+
+
+def _input_problems(x, y, sample_weight):
+    """The input-check code of a batch (bits: see `_INPUT_PROBLEMS`), global across replicas."""
+
+    def finite(value):
+        value = tf.convert_to_tensor(value)
+        if not value.dtype.is_floating:
+            return tf.constant(True)
+        return tf.reduce_all(tf.math.is_finite(value))
+
+    checks = [tf.logical_not(finite(x))]
+    checks.append(tf.constant(False) if y is None else tf.logical_not(finite(y)))
+    if sample_weight is None:
+        checks += [tf.constant(False), tf.constant(False)]
+    else:
+        checks.append(tf.logical_not(finite(sample_weight)))
+        checks.append(tf.reduce_any(tf.convert_to_tensor(sample_weight) < 0))
+    flags = tf.cast(tf.stack(checks), tf.float32)
+    context = tf.distribute.get_replica_context()
+    if context is not None and context.num_replicas_in_sync > 1:
+        flags = context.all_reduce(tf.distribute.ReduceOp.SUM, flags)
+    bits = tf.constant([1 << i for i in range(len(_INPUT_PROBLEMS))], tf.int32)
+    return tf.reduce_sum(tf.where(flags > 0, bits, 0))
+
+
+def _apply_if(ok, apply, gradients):
+    """`apply(gradients)` when `ok`, the same way on every replica.
+
+    Under a multi-replica strategy the optimizer synchronises through `merge_call`, which cannot
+    run inside a replica's `tf.cond`: decide in cross-replica context instead (as Keras'
+    `LossScaleOptimizer` does). `ok` is the same on every replica, since the check is
+    all-reduced. `apply` must not capture replica-local tensors: it runs with the first
+    replica's closure on every replica, and gets each replica's own `gradients`.
+    """
+    context = tf.distribute.get_replica_context()
+    if context is None or context.num_replicas_in_sync == 1:
+        tf.cond(ok, lambda: apply(gradients), lambda: None)
+        return
+
+    def cross_replica(strategy, ok, gradients):
+        first_ok = strategy.experimental_local_results(ok)[0]
+
+        def apply_everywhere():
+            strategy.extended.call_for_each_replica(apply, args=(gradients,))
+
+        tf.cond(first_ok, apply_everywhere, lambda: None)
+
+    context.merge_call(cross_replica, args=(ok, gradients))
+
+
+def _flat_targets(y):
+    # (B, 1) targets against (B,) predictions would broadcast to (B, B): flatten them.
+    if y is not None and len(y.shape) == 2 and y.shape[1] == 1:
+        y = y[:, 0]
+    return y
+
+
+def _flat_names(name, shape):
+    size = shape.num_elements() if hasattr(shape, "num_elements") else int(np.prod(shape))
+    return [name] if size == 1 else [f"{name}_{i}" for i in range(size)]
+
+
+def _x_spec(model, spec):
+    x_spec, _, _ = keras.utils.unpack_x_y_sample_weight(spec)
+    if not isinstance(x_spec, tf.TensorSpec):
+        raise ValueError(
+            f"{model.x_name}: {type(model).__name__} takes one input tensor, got {x_spec}."
+        )
+    return x_spec
 
 
 def _is_in_memory(x):
@@ -447,19 +1100,28 @@ def _is_in_memory(x):
     )
 
 
-@contextlib.contextmanager
-def _floatx(dtype):
-    """Keras' data adapter casts float arrays to `floatx()`: make it the model's dtype meanwhile.
+def _check_initial_epoch(value):
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 0:
+        raise ValueError(f"initial_epoch must be an integer >= 0, got {value!r}.")
+    return int(value)
 
-    Without this a `dtype="float64"` model under the default float32 `floatx` trains on data
-    rounded to float32.
-    """
-    previous = keras.config.floatx()
-    if dtype == previous:
-        yield
-        return
-    keras.config.set_floatx(dtype)
-    try:
-        yield
-    finally:
-        keras.config.set_floatx(previous)
+
+def _check_validation_split(value):
+    number = data_lib.check_finite_scalar("validation_split", value)
+    if not 0.0 <= number < 1.0:
+        raise ValueError(f"validation_split must be in [0, 1), got {value!r}.")
+    return number
+
+
+def _split(arrays, fraction):
+    """Keras' `validation_split`: the last `fraction` of the rows, before any shuffling."""
+    n = len(arrays[0])
+    at = int(math.floor(n * (1.0 - fraction)))
+    if at == 0 or at == n:
+        raise ValueError(
+            f"validation_split={fraction!r} leaves {at} training and {n - at} validation rows "
+            f"of {n}: both need at least one."
+        )
+    train = tuple(None if a is None else a[:at] for a in arrays)
+    validation = tuple(None if a is None else a[at:] for a in arrays)
+    return train, validation

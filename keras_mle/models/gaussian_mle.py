@@ -6,10 +6,10 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from keras_mle import closed_form as closed_form_lib
 from keras_mle import data as data_lib
 from keras_mle import losses
 from keras_mle.models.base import MaximumLikelihoodModel
-from keras_mle.models.gaussian_regression import _initial_sigma
 
 __all__ = ["GaussianMLE"]
 
@@ -30,15 +30,15 @@ class GaussianMLE(MaximumLikelihoodModel):
     `sigma -> 0` and no MLE exists.
 
     Args:
-        mu: Initial mean. Defaults to `0.0`.
-        sigma: Initial standard deviation, > 0. Defaults to `1.0`.
+        initial_mu: Initial mean. Defaults to `0.0`.
+        initial_sigma: Initial standard deviation, > 0. Defaults to `1.0`.
         **kwargs: Passed to `keras.Model`.
 
     Example:
 
     ```python
     samples = keras_mle.data.gaussian_sample(mu=2.0, sigma=1.0, n=1000)
-    model = keras_mle.GaussianMLE(mu=1.4, sigma=1.3)
+    model = keras_mle.GaussianMLE(initial_mu=1.4, initial_sigma=1.3)
     model.compile(optimizer=keras.optimizers.SGD(0.1))
     model.fit(samples, epochs=200, batch_size=1000)
     ```
@@ -47,46 +47,44 @@ class GaussianMLE(MaximumLikelihoodModel):
     takes_targets = False
     x_name = "samples"
     parameter_roles = {"mu": "intercept", "sigma": "scale"}
+    adapt_targets = True
 
-    def __init__(self, mu=0.0, sigma=1.0, **kwargs):
-        try:
-            mu = float(mu)
-        except (TypeError, ValueError):
-            raise TypeError(f"mu must be a number, got {mu!r}.") from None
-        if not np.isfinite(mu):
-            raise ValueError(f"mu must be finite, got {mu!r}.")
-        sigma = _initial_sigma(sigma)
+    def __init__(self, initial_mu=0.0, initial_sigma=1.0, **kwargs):
+        initial_mu = data_lib.check_finite_scalar("initial_mu", initial_mu)
+        initial_sigma = data_lib.check_positive_scalar("initial_sigma", initial_sigma)
         super().__init__(**kwargs)
-        self.mu = mu
-        self.sigma = sigma
-        self.add_parameter("mu", initializer=mu)
-        self.add_parameter("sigma", initializer=sigma, positive=True)
+        self.initial_mu = initial_mu
+        self.initial_sigma = initial_sigma
+        self.add_parameter("mu", initializer=initial_mu)
+        self.add_parameter("sigma", initializer=initial_sigma, positive=True)
         self.built = True
 
     def build(self, input_shape):
-        self.built = True
+        self.check_input_shape(input_shape)
 
     def call(self, x):
-        mu = self.user_params_tensors()["mu"]
-        return tf.fill(tf.shape(x)[:1], tf.cast(mu, self.compute_dtype))
+        mu = self.user_params_tensors(self.data_dtype)["mu"]
+        return tf.fill(tf.shape(x)[:1], mu)
 
     def sample_loss(self, params, x, y):
         if x.shape.rank == 2:
             x = x[:, 0]
         return losses.gaussian_nll(x, params["mu"], params["sigma"])
 
-    def check_data(self, x, y=None, sample_weight=None):
-        x, y, sample_weight = super().check_data(x, y, sample_weight)
-        if x.ndim == 2:
-            if x.shape[1] != 1:
-                raise ValueError(f"samples must be 1-D, got shape {x.shape}.")
-            x = x[:, 0]
-        if np.ptp(x) == 0:
-            raise ValueError(
-                "samples are constant: the likelihood grows without bound as sigma -> 0, "
-                "so no MLE exists."
-            )
+    def check_input_shape(self, shape):
+        shape = tuple(shape)
+        if len(shape) not in (1, 2) or (len(shape) == 2 and shape[1] not in (1, None)):
+            raise ValueError(f"samples must be 1-D, got shape {shape}.")
+
+    def check_data(self, x, y=None, sample_weight=None, *, dtype=None):
+        x, y, sample_weight = super().check_data(x, y, sample_weight, dtype=dtype)
+        x = x.reshape(-1)
+        data_lib.check_not_constant("samples", x)
         return x, y, sample_weight
+
+    def closed_form(self, x, y=None, sample_weight=None):
+        """The sample mean and divisor-`n` standard deviation (`keras_mle.closed_form`)."""
+        return closed_form_lib.gaussian_mle(np.ravel(x), sample_weight)
 
     def sample(self, n: int, seed=None) -> np.ndarray:
         """`n` draws from the fitted `N(mu, sigma^2)`."""
@@ -97,5 +95,5 @@ class GaussianMLE(MaximumLikelihoodModel):
 
     def get_config(self):
         config = super().get_config()
-        config.update({"mu": self.mu, "sigma": self.sigma})
+        config.update({"initial_mu": self.initial_mu, "initial_sigma": self.initial_sigma})
         return config

@@ -5,6 +5,8 @@ from __future__ import annotations
 import keras
 import numpy as np
 
+from keras_mle import closed_form as closed_form_lib
+from keras_mle import data as data_lib
 from keras_mle import losses
 from keras_mle.models.linear_regression import LinearRegression
 
@@ -27,7 +29,7 @@ class GaussianRegression(LinearRegression):
     MLE `sqrt(RSS / n)`. `sigma` is stored as `log(sigma)` and stays > 0.
 
     Args:
-        sigma: Initial noise standard deviation, > 0. Defaults to `1.0`.
+        initial_sigma: Initial noise standard deviation, > 0. Defaults to `1.0`.
         m_initializer: Defaults to `"random_normal"`.
         b_initializer: Defaults to `"zeros"`.
         **kwargs: Passed to `keras.Model`.
@@ -36,17 +38,36 @@ class GaussianRegression(LinearRegression):
     sample_loss_kind = "nll"
     parameter_roles = {"m": "slope", "b": "intercept", "sigma": "scale"}
 
-    def __init__(self, sigma=1.0, m_initializer="random_normal", b_initializer="zeros", **kwargs):
-        sigma = _initial_sigma(sigma)
+    def __init__(
+        self, initial_sigma=1.0, m_initializer="random_normal", b_initializer="zeros", **kwargs
+    ):
+        initial_sigma = data_lib.check_positive_scalar("initial_sigma", initial_sigma)
         super().__init__(m_initializer=m_initializer, b_initializer=b_initializer, **kwargs)
-        self.sigma = sigma
+        self.initial_sigma = initial_sigma
 
     def build(self, input_shape):
         super().build(input_shape)
-        self.add_parameter("sigma", initializer=self.sigma, positive=True)
+        self.add_parameter("sigma", initializer=self.initial_sigma, positive=True)
 
     def sample_loss(self, params, x, y):
         return losses.gaussian_nll(y, self.linear_predictor(params, x), params["sigma"])
+
+    def closed_form(self, x, y=None, sample_weight=None):
+        """OLS `m`, `b` and the MLE `sigma = sqrt(RSS / n)` (`keras_mle.closed_form.ols`)."""
+        ols = closed_form_lib.ols(x, y, sample_weight)
+        return {"m": ols["m"], "b": ols["b"], "sigma": ols["sigma"]}
+
+    def least_squares_model(self) -> LinearRegression:
+        """The `LinearRegression` with this model's `m` and `b` (and `adapt`), for OLS conventions.
+
+        `keras_mle.inference(model, ..., convention="ols")` reports its OLS standard errors.
+        """
+        adaptation = None if self.adaptation is None else self.adaptation.get_config()
+        model = LinearRegression(dtype=self.dtype_policy, adaptation=adaptation)
+        model.build((None, self.features))
+        for source, target in zip(self.weights[:2], model.weights, strict=True):
+            target.assign(source)
+        return model
 
     def predict_distribution(self, x, **kwargs):
         """Mean and standard deviation of `y` given `x`: `{"mean": (N,), "sigma": (N,)}`."""
@@ -55,15 +76,5 @@ class GaussianRegression(LinearRegression):
 
     def get_config(self):
         config = super().get_config()
-        config["sigma"] = self.sigma
+        config["initial_sigma"] = self.initial_sigma
         return config
-
-
-def _initial_sigma(sigma, name="sigma"):
-    try:
-        value = float(sigma)
-    except (TypeError, ValueError):
-        raise TypeError(f"{name} must be a number, got {sigma!r}.") from None
-    if not np.isfinite(value) or value <= 0:
-        raise ValueError(f"{name} must be a finite number > 0, got {sigma!r}.")
-    return value

@@ -5,6 +5,7 @@ from __future__ import annotations
 import keras
 import tensorflow as tf
 
+from keras_mle import closed_form as closed_form_lib
 from keras_mle import losses
 from keras_mle.models.base import MaximumLikelihoodModel
 
@@ -44,6 +45,7 @@ class LinearRegression(MaximumLikelihoodModel):
 
     sample_loss_kind = "squared_error"
     parameter_roles = {"m": "slope", "b": "intercept"}
+    adapt_targets = True
 
     def __init__(self, m_initializer="random_normal", b_initializer="zeros", **kwargs):
         super().__init__(**kwargs)
@@ -51,16 +53,25 @@ class LinearRegression(MaximumLikelihoodModel):
         self.b_initializer = keras.initializers.get(b_initializer)
 
     def build(self, input_shape):
+        self.check_input_shape(input_shape)
         features = 1 if len(input_shape) == 1 else input_shape[-1]
-        if len(input_shape) > 2 or features is None:
-            raise ValueError(f"x must have shape (N,) or (N, k), got {tuple(input_shape)}.")
         self.add_parameter("m", shape=(features,), initializer=self.m_initializer)
         self.add_parameter("b", initializer=self.b_initializer)
 
     @property
     def features(self):
         """Number of features `k` (known once built)."""
-        return self._m_variable.shape[0] if self.built else None
+        return self.weights[0].shape[0] if self.built else None
+
+    def check_input_shape(self, shape):
+        shape = tuple(shape)
+        features = 1 if len(shape) == 1 else shape[-1]
+        if len(shape) not in (1, 2) or features is None:
+            raise ValueError(f"x must have shape (N,) or (N, k), got {shape}.")
+        if self.built and features != self.features:
+            raise ValueError(
+                f"x has {features} feature(s), but the model was built for {self.features}."
+            )
 
     def linear_predictor(self, params, x):
         """`x @ m + b`, shape `(N,)`; a 1-D `x` is one feature."""
@@ -70,19 +81,16 @@ class LinearRegression(MaximumLikelihoodModel):
         return tf.linalg.matvec(x, params["m"]) + params["b"]
 
     def call(self, x):
-        return self.linear_predictor(self.user_params_tensors(self.compute_dtype), x)
+        # In float64 once adapted: the fitted line is then applied to the data as given.
+        return self.linear_predictor(self.user_params_tensors(self.data_dtype), x)
 
     def sample_loss(self, params, x, y):
         return losses.mean_squared_error(y, self.linear_predictor(params, x))
 
-    def check_data(self, x, y=None, sample_weight=None):
-        x, y, sample_weight = super().check_data(x, y, sample_weight)
-        features = 1 if x.ndim == 1 else x.shape[1]
-        if self.built and features != self.features:
-            raise ValueError(
-                f"x has {features} feature(s), but the model was built for {self.features}."
-            )
-        return x, y, sample_weight
+    def closed_form(self, x, y=None, sample_weight=None):
+        """Ordinary (or weighted) least squares: `{"m", "b"}` (`keras_mle.closed_form.ols`)."""
+        ols = closed_form_lib.ols(x, y, sample_weight)
+        return {name: ols[name] for name in self.parameter_names}
 
     def get_config(self):
         config = super().get_config()
