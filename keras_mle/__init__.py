@@ -7,9 +7,11 @@ from keras_mle.inference import (
     inference,
     likelihood_ratio_test,
 )
+from keras_mle.data import PrecisionWarning
 from keras_mle.models import (
     GaussianMLE,
     GaussianRegression,
+    LikelihoodDerivatives,
     LinearRegression,
     MaximumLikelihoodModel,
 )
@@ -21,8 +23,10 @@ __all__ = [
     "GaussianRegression",
     "InferenceResult",
     "InferenceWarning",
+    "LikelihoodDerivatives",
     "LinearRegression",
     "MaximumLikelihoodModel",
+    "PrecisionWarning",
     "callbacks",
     "checkpoint",
     "closed_form",

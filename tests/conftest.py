@@ -14,6 +14,17 @@ _cpus = tf.config.list_physical_devices("CPU")
 tf.config.set_logical_device_configuration(_cpus[0], [tf.config.LogicalDeviceConfiguration()] * 2)
 
 
+@pytest.fixture(scope="session")
+def mirrored_strategy():
+    """One MirroredStrategy over the two logical CPUs for the whole session.
+
+    Each MirroredStrategy numbers its collective ops from the same start, so a second strategy
+    in one process can collide with the first ("Shape mismatch in the collective instance"):
+    every test shares this one.
+    """
+    return tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
+
+
 @pytest.fixture(scope="module")
 def line():
     """The first article's data: y = x + 2 plus N(0, 0.15^2) noise, 100 points."""

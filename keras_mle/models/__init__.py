@@ -1,8 +1,11 @@
 """keras_mle models: one base class with the training maths, one file per model."""
 
-from keras_mle.models.base import MaximumLikelihoodModel
+from keras_mle.models.base import LikelihoodDerivatives, MaximumLikelihoodModel, Parameter
 from keras_mle.models.gaussian_mle import GaussianMLE
 from keras_mle.models.gaussian_regression import GaussianRegression
 from keras_mle.models.linear_regression import LinearRegression
 
-__all__ = ["MaximumLikelihoodModel", "LinearRegression", "GaussianMLE", "GaussianRegression"]
+__all__ = [
+    "LikelihoodDerivatives",
+    "MaximumLikelihoodModel",
+    "Parameter", "LinearRegression", "GaussianMLE", "GaussianRegression"]
