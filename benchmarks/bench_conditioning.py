@@ -91,7 +91,7 @@ def scipy_lbfgsb(x, y, reference):
 
 # ---------------------------------------------------------------------------- keras_mle
 def new_model():
-    return keras_mle.GaussianRegression(sigma=1.0, m_initializer="zeros")
+    return keras_mle.GaussianRegression(initial_sigma=1.0, m_initializer="zeros")
 
 
 def steps_needed(x, y, reference, learning_rate, max_steps):

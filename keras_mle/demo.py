@@ -80,7 +80,7 @@ def experiments(quick: bool = False) -> list[Experiment]:
         Experiment(
             name="gaussian",
             title=f"Gaussian (mu, sigma) by NLL, from mu={mu0}, sigma={sigma0}",
-            make_model=lambda: GaussianMLE(mu=mu0, sigma=sigma0),
+            make_model=lambda: GaussianMLE(initial_mu=mu0, initial_sigma=sigma0),
             x=samples,
             y=None,
             truth={"mu": 2.0, "sigma": 1.0},
@@ -92,7 +92,7 @@ def experiments(quick: bool = False) -> list[Experiment]:
             name="gaussian_regression",
             title="Line y ~ N(m x + b, sigma^2) by NLL: the same (m, b) as MSE",
             make_model=lambda: GaussianRegression(
-                sigma=1.0, m_initializer=keras.initializers.RandomNormal(seed=0)
+                initial_sigma=1.0, m_initializer=keras.initializers.RandomNormal(seed=0)
             ),
             x=x,
             y=y,

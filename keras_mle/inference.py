@@ -4,56 +4,55 @@
 statsmodels reports: estimates, standard errors from the observed Fisher information,
 t or z statistics, p-values, confidence intervals, the log-likelihood, AIC and BIC.
 
-Mathematical details:
+It is linear algebra over the model's statistics hook, `model.likelihood_derivatives`, which
+gives the total loss `L` (the NLL, or the sum of squared errors) in the user's units, its
+gradient `g` and Hessian `H` in float64 with respect to the estimation coordinates `theta`
+(the natural parameters of the working space of `adapt`: the user's parameters when the model
+is not adapted), and the constant Jacobian `J = d theta_user / d theta`:
 
 ```python
-H = d^2 L / d theta^2                 # L: the total NLL (or sum of squared errors), at the fit
-cov_working = H^-1                    # MLE conventions (NLL models)
-cov_working = 2 * s^2 * H^-1          # OLS conventions: s^2 = RSS / (n - p), since H = 2 X'X
-cov = J @ cov_working @ J.T           # J = d theta_user / d theta: the delta method
+cov_theta = H^-1                      # MLE conventions (NLL models)
+cov_theta = 2 * s^2 * H^-1            # OLS conventions: s^2 = RSS / (n - p), since H = 2 X'X
+cov = J @ cov_theta @ J.T             # the delta method (exact: adapt is affine)
+newton_step = J @ H^-1 @ g            # what is left to the optimum, in the user's units
 ```
 
-`H` is computed with nested `tf.GradientTape`s in float64, from the data cast to float64 (whatever
-the model's dtype), in the *natural* parameters that `sample_loss` takes (`sigma`, not the
-`log(sigma)` the variable stores). For an adapted model (`model.adapt`) the Hessian is taken in the
-well-conditioned working space and mapped to the user's units through the Jacobian `J` of that
-affine map, which is exact. Without `adapt`, `J = I`.
+`H` is inverted in the estimation coordinates, where an adapted model's Hessian is close to a
+multiple of the identity, and only then mapped to the user's units.
 
 Two conventions, because the two kinds of model answer different questions:
 
-- **OLS** (`LinearRegression`, which minimises squared error and has no noise parameter, and
-  `GaussianRegression` on request): `s^2 = RSS / (n - p)` is the unbiased noise variance, the
-  statistics follow Student's t with `n - p` degrees of freedom, `AIC = -2 loglik + 2 p` with
-  `p` coefficients; as `statsmodels.OLS`, whose numbers these are.
+- **OLS** (squared-error models such as `LinearRegression`, which have no noise parameter; and,
+  with `convention="ols"`, any model whose `least_squares_model()` returns one, such as
+  `GaussianRegression`): `s^2 = RSS / (n - p)` is the unbiased noise variance, the statistics
+  follow Student's t with `n - p` degrees of freedom, `AIC = -2 loglik + 2 p` with `p`
+  coefficients; as `statsmodels.OLS`, whose numbers these are.
 - **MLE** (NLL models: `GaussianMLE`, `GaussianRegression`, user subclasses): the inverse observed
   information, normal (z) statistics, `AIC = -2 loglik + 2 k` with `k` all parameters, noise
   included; as `statsmodels.GenericLikelihoodModel`. The MLE of sigma divides by `n`, so its
   standard errors are smaller than the OLS ones by `sqrt((n - p) / n)`: both are right, for their
   estimator.
 
-The result is not silently wrong: the Newton step `H^-1 g` left at the fitted parameters, measured
-in standard errors, says how far the fit is from the optimum; when it exceeds `tol`, or `H` is not
+The result is not silently wrong: the Newton step left at the fitted parameters, measured in
+standard errors, says how far the fit is from the optimum; when it exceeds `tol`, or `H` is not
 positive definite, `inference` warns (`InferenceWarning`), sets `converged` /
 `hessian_positive_definite` to `False`, and (for a non-positive-definite `H`) reports NaN standard
-errors rather than confident numbers.
+errors rather than confident numbers. Non-finite parameters, and a `sample_loss` that cannot run
+in float64, are `ValueError`s (raised by the model's hook).
 
-Distribution functions use TensorFlow's `betainc`/`igammac` and Python's `statistics.NormalDist`;
-SciPy is not needed.
+The reference distributions are those of `keras_mle.distributions` (SciPy).
 """
 
 from __future__ import annotations
 
 import dataclasses
 import math
-import statistics
-import textwrap
 import warnings
 
 import numpy as np
-import tensorflow as tf
 
-from keras_mle import data as data_lib
-from keras_mle.models.base import MaximumLikelihoodModel
+from keras_mle import _summary, distributions
+from keras_mle.models.base import LikelihoodDerivatives, MaximumLikelihoodModel
 
 __all__ = [
     "inference",
@@ -68,54 +67,6 @@ CONVENTIONS = ("auto", "ols", "mle")
 
 class InferenceWarning(UserWarning):
     """The fit has not converged, or the Hessian is not positive definite."""
-
-
-# ---------------------------------------------------------------------------- distributions
-def _normal_sf(z):
-    """`P(Z > z)` for a standard normal `Z`."""
-    return np.vectorize(lambda v: 0.5 * math.erfc(v / math.sqrt(2.0)), otypes=[float])(z)
-
-
-def _normal_ppf(q: float) -> float:
-    return statistics.NormalDist().inv_cdf(q)
-
-
-def _t_sf(t, df: float):
-    """`P(T > t)` for Student's t with `df` degrees of freedom (any sign of `t`)."""
-    t = np.asarray(t, np.float64)
-    if df > 1e7:  # betainc loses accuracy there; the normal is then within ~1e-7
-        return _normal_sf(t)
-    tail = (
-        0.5
-        * tf.math.betainc(
-            tf.constant(np.full(t.shape, df / 2.0)),
-            tf.constant(np.full(t.shape, 0.5)),
-            tf.constant(df / (df + t**2)),
-        ).numpy()
-    )
-    return np.where(t >= 0, tail, 1.0 - tail)
-
-
-def _t_ppf(q: float, df: float) -> float:
-    """The `q` quantile of Student's t, `0.5 <= q < 1`, by bisection on `_t_sf` (monotone)."""
-    if q == 0.5:
-        return 0.0
-    target = 1.0 - q
-    lo, hi = 0.0, max(1.0, 2.0 * _normal_ppf(q))
-    while _t_sf(hi, df) > target:
-        lo, hi = hi, 2.0 * hi
-    for _ in range(200):
-        mid = 0.5 * (lo + hi)
-        if mid in (lo, hi):
-            break
-        lo, hi = (mid, hi) if _t_sf(mid, df) > target else (lo, mid)
-    return 0.5 * (lo + hi)
-
-
-def _chi2_sf(x: float, df: float) -> float:
-    """`P(X > x)` for a chi-square variable with `df` degrees of freedom."""
-    half_df, half_x = (tf.constant(v / 2.0, tf.float64) for v in (df, x))
-    return float(tf.math.igammac(half_df, half_x))
 
 
 # ---------------------------------------------------------------------------- results
@@ -140,7 +91,9 @@ class InferenceResult:
         converged: Whether the Newton step left is under `tol` standard errors.
         hessian_positive_definite: Whether the fit is at a strict local minimum.
         distance_to_optimum: Largest Newton step left, in standard errors.
-        warnings: The warnings issued, as text.
+        warnings: The warnings raised, as text.
+        n_likelihood_params: Free parameters of the likelihood (for OLS: the coefficients and
+            sigma), whose differences are the degrees of freedom of `likelihood_ratio_test`.
     """
 
     model_name: str
@@ -177,9 +130,9 @@ class InferenceResult:
         result = {}
         for name, t in self.tvalues.items():
             tail = (
-                _t_sf(np.abs(t), self.df_resid)
+                distributions.t_sf(np.abs(t), self.df_resid)
                 if self.convention == "ols"
-                else _normal_sf(np.abs(t))
+                else distributions.normal_sf(np.abs(t))
             )
             result[name] = _as_param(np.where(np.isnan(t), np.nan, 2.0 * tail))
         return result
@@ -189,7 +142,9 @@ class InferenceResult:
         if not 0.0 < level < 1.0:
             raise ValueError(f"level must be in (0, 1), got {level!r}.")
         q = 0.5 * (1.0 + level)
-        return _t_ppf(q, self.df_resid) if self.convention == "ols" else _normal_ppf(q)
+        if self.convention == "ols":
+            return float(distributions.t_ppf(q, self.df_resid))
+        return float(distributions.normal_ppf(q))
 
     def conf_int(self, level: float = 0.95) -> dict:
         """Confidence intervals `params -/+ q * stderr`, `q` from `critical_value(level)`.
@@ -235,65 +190,7 @@ class InferenceResult:
 
     def summary(self, level: float = 0.95) -> str:
         """A text table in the spirit of statsmodels' `summary()`."""
-        width = 78
-        stat = "t" if self.convention == "ols" else "z"
-        dist = f"OLS (t, df={self.df_resid:g})" if self.convention == "ols" else "MLE (normal z)"
-        status = "yes" if self.converged else "NO"
-        if math.isfinite(self.distance_to_optimum):
-            status += f" ({self.distance_to_optimum:.1e} se)"
-        left = [
-            ("Convention:", dist),
-            ("No. observations:", f"{self.nobs:g}"),
-            ("Df residuals:", f"{self.df_resid:g}"),
-            ("Residual SD:", "-" if self.sigma is None else f"{self.sigma:#.6g}"),
-        ]
-        right = [
-            ("Log-likelihood:", f"{self.loglik:#.6g}"),
-            ("AIC:", f"{self.aic:#.6g}"),
-            ("BIC:", f"{self.bic:#.6g}"),
-            ("Converged:", status),
-        ]
-        lower, upper = (0.5 * (1 - level), 0.5 * (1 + level))
-        lines = [
-            "=" * width,
-            f"keras_mle inference: {self.model_name}".center(width),
-            "=" * width,
-        ]
-        for (lk, lv), (rk, rv) in zip(left, right, strict=True):
-            lines.append(f"{lk:<18}{lv:>20}   {rk:<17}{rv:>20}")
-        header = (
-            f"{'':<10}{'coef':>13}{'std err':>13}{stat:>10}{f'P>|{stat}|':>8}"
-            f"{f'[{lower:.3g}':>12}{f'{upper:.3g}]':>12}"
-        )
-        lines += ["=" * width, header, "-" * width]
-        flat = _flatten(self.params)
-        columns = [
-            _flatten(tree)
-            for tree in (self.stderr, self.tvalues, self.pvalues, *self._conf_bounds(level))
-        ]
-        for i, name in enumerate(self.param_names):
-            se, t, p, lo, hi = (column[i] for column in columns)
-            lines.append(
-                f"{name:<10}{_fmt(flat[i]):>13}{_fmt(se):>13}{_fmt_stat(t):>10}"
-                f"{_fmt_p(p):>8}{_fmt(lo, 5):>12}{_fmt(hi, 5):>12}"
-            )
-        lines.append("=" * width)
-        notes = [
-            "Standard errors from the observed information (float64 Hessian of the total "
-            + ("sum of squared errors; s^2 = RSS / (n - p))." if stat == "t" else "NLL).")
-        ]
-        notes += self.warnings
-        lines.append("Notes:")
-        for i, note in enumerate(notes, 1):
-            lines += textwrap.wrap(f"[{i}] {note}", width, subsequent_indent="    ")
-        return "\n".join(lines)
-
-    def _conf_bounds(self, level):
-        intervals = self.conf_int(level)
-        return (
-            {name: value[..., 0] for name, value in intervals.items()},
-            {name: value[..., 1] for name, value in intervals.items()},
-        )
+        return _summary.summary_table(self, level)
 
     def __str__(self) -> str:
         return self.summary()
@@ -335,15 +232,21 @@ def inference(
         x: The data it was fitted on (for `GaussianMLE`: the samples).
         y: Targets, or `None` for a model of a sample. Defaults to `None`.
         sample_weight: Frequency weights, as given to `fit`. Defaults to `None`.
-        convention: `"ols"` (t statistics, `s^2 = RSS / (n - p)`; `LinearRegression`, and
-            `GaussianRegression` on request), `"mle"` (z statistics, inverse observed
-            information; NLL models) or `"auto"`: `"ols"` for squared-error models, else
-            `"mle"`. Defaults to `"auto"`.
+        convention: `"ols"` (t statistics, `s^2 = RSS / (n - p)`), `"mle"` (z statistics,
+            inverse observed information) or `"auto"`: `"ols"` for squared-error models
+            (`sample_loss_kind == "squared_error"`), else `"mle"`. `"ols"` applies to
+            squared-error models and to models whose `least_squares_model()` returns one
+            (`GaussianRegression`); `"mle"` to NLL models. Defaults to `"auto"`.
         tol: Largest Newton step left at the fitted parameters, in standard errors, for the fit
             to count as converged. Defaults to `1e-3`.
 
     Returns:
         An `InferenceResult`.
+
+    Raises:
+        TypeError: if `model` is not a `keras_mle.MaximumLikelihoodModel`.
+        ValueError: for bad arguments or data, a convention the model does not support,
+            non-finite parameters, or a `sample_loss` that cannot run in float64.
 
     Example:
 
@@ -360,105 +263,26 @@ def inference(
         raise TypeError(f"model must be a keras_mle model, got {type(model).__name__}.")
     if not model.built:
         raise ValueError("model is not built: fit it (or call it on a batch) first.")
-    convention = _resolve_convention(model, convention)
-    if not (isinstance(tol, (int, float)) and tol > 0):
+    convention, least_squares = _resolve_convention(model, convention)
+    if isinstance(tol, bool) or not (isinstance(tol, (int, float)) and tol > 0):
         raise ValueError(f"tol must be a number > 0, got {tol!r}.")
-    model.check_data(x, y, sample_weight)
-    x64, y64 = data_lib.check_xy(x, y, dtype=np.float64, x_name=model.x_name)
-    w = data_lib.check_sample_weight(sample_weight, len(x64), dtype=np.float64)
-    w = tf.constant(np.ones(len(x64)) if w is None else w)
-    nobs = float(tf.reduce_sum(w))
-    x_t, y_t = model.working_data(
-        tf.constant(x64), None if y64 is None else tf.constant(y64), dtype=tf.float64
-    )
-    if y_t is not None and y_t.shape.rank == 2:
-        y_t = y_t[:, 0]
-
-    working = {k: tf.cast(v, tf.float64) for k, v in model.params_tensors().items()}
-    roles = model.parameter_roles or {}
-    ols = convention == "ols"
-    scale_name = next((n for n in working if roles.get(n) == "scale"), None)
-    names = [n for n in working if not (ols and n == scale_name)]
-    shapes = [working[n].shape for n in names]
-    sizes = [s.num_elements() for s in shapes]
-
-    def unflatten(theta):
-        pieces = tf.split(theta, sizes)
-        return {
-            **working,
-            **{n: tf.reshape(v, s) for n, v, s in zip(names, pieces, shapes, strict=True)},
-        }
-
-    if ols and model.sample_loss_kind != "squared_error":
-
-        def per_sample(params):
-            return tf.square(y_t - model.linear_predictor(params, x_t))
-
+    if convention == "ols":
+        fit = _ols_fit(model, least_squares, x, y, sample_weight)
     else:
+        fit = _mle_fit(model, x, y, sample_weight)
 
-        def per_sample(params):
-            return model.sample_loss(params, x_t, y_t)
-
-    theta = tf.concat([tf.reshape(working[n], [-1]) for n in names], 0)
-    with tf.GradientTape(persistent=True) as outer:
-        outer.watch(theta)
-        with tf.GradientTape() as inner:
-            inner.watch(theta)
-            sample_losses = per_sample(unflatten(theta))
-            total = tf.reduce_sum(w * sample_losses)
-        gradient = inner.gradient(total, theta)
-    hessian = outer.jacobian(gradient, theta, experimental_use_pfor=False)
-    with tf.GradientTape(persistent=True) as tape:
-        tape.watch(theta)
-        user = unflatten(theta)
-        if model.adaptation is not None:
-            user = model.adaptation.to_user(user, model.parameter_roles)
-        user_flat = tf.concat([tf.reshape(user[n], [-1]) for n in names], 0)
-    jacobian = tape.jacobian(user_flat, theta, experimental_use_pfor=False).numpy()
-
-    p = len(user_flat)
-    h = hessian.numpy()
-    h = 0.5 * (h + h.T)
-    eigenvalues = np.linalg.eigvalsh(h)
-    positive_definite = bool(
-        np.all(np.isfinite(h))
-        and eigenvalues[-1] > 0
-        and eigenvalues[0] > eigenvalues[-1] * p * np.finfo(np.float64).eps
-    )
-    h_inverse = np.linalg.inv(h) if positive_definite else np.full((p, p), np.nan)
-    newton_step = jacobian @ (h_inverse @ gradient.numpy())
-
-    y_scale = 1.0 if model.adaptation is None else model.adaptation.y_scale
-    if ols:
-        rss = float(total) * y_scale**2
-        df_resid = nobs - p
-        if df_resid <= 0:
-            raise ValueError(f"OLS needs more observations than coefficients: n={nobs:g}, p={p}.")
-        cov_working = 2.0 * (float(total) / df_resid) * h_inverse
-        loglik = -0.5 * nobs * (math.log(2.0 * math.pi) + math.log(rss / nobs) + 1.0)
-        k_criteria, k_likelihood = p, p + 1
-        sigma = math.sqrt(rss / df_resid)
-    else:
-        loglik = -float(tf.reduce_sum(w * model.user_losses(sample_losses)))
-        df_resid = nobs - p
-        cov_working = h_inverse
-        k_criteria = k_likelihood = p
-        sigma = None if scale_name is None else float(user[scale_name])
-    covariance = jacobian @ cov_working @ jacobian.T
-    variances = np.diag(covariance)
+    variances = np.diag(fit.covariance)
     stderr_flat = np.where(variances >= 0, np.sqrt(np.abs(variances)), np.nan)
     with np.errstate(divide="ignore", invalid="ignore"):
-        distance = float(np.max(np.abs(newton_step) / stderr_flat))
-
+        distance = float(np.max(np.abs(fit.newton_step) / stderr_flat))
     messages = []
-    if not positive_definite:
+    if not fit.positive_definite:
         messages.append(
-            f"The Hessian is not positive definite (eigenvalues {eigenvalues[0]:.3g} .. "
-            f"{eigenvalues[-1]:.3g}): the parameters are not at a minimum, so no standard "
-            "errors are reported (NaN)."
+            f"The Hessian is not positive definite ({fit.hessian_note}): the parameters are not "
+            "at a minimum, so no standard errors are reported (NaN)."
         )
-    converged = positive_definite and math.isfinite(distance) and distance <= tol
-    if positive_definite and not converged:
+    converged = fit.positive_definite and math.isfinite(distance) and distance <= tol
+    if fit.positive_definite and not converged:
         messages.append(
             f"Not converged: the optimum is still {distance:.3g} standard errors away "
             f"(tol={tol:g}); train longer (after model.adapt) before trusting these numbers."
@@ -466,14 +290,18 @@ def inference(
     for message in messages:
         warnings.warn(f"{type(model).__name__}: {message}", InferenceWarning, stacklevel=2)
 
-    params = {n: _as_param(user[n].numpy()) for n in names}
-    stderr = _unflatten_numpy(stderr_flat, names, shapes)
-    param_names = _flat_names(names, shapes)
-    if ols and scale_name is not None:
-        # GaussianRegression under OLS conventions: sigma is s, with no standard error.
-        params[scale_name], stderr[scale_name] = np.float64(sigma), np.float64(np.nan)
-        covariance = np.pad(covariance, (0, 1), constant_values=np.nan)
-        param_names.append(scale_name)
+    params = _unflatten(fit.derivatives.params, fit.shapes)
+    stderr = _unflatten(stderr_flat, fit.shapes)
+    param_names = list(fit.derivatives.names)
+    covariance = fit.covariance
+    if fit.unestimated:
+        # Parameters outside the least-squares model (the noise scale, reported as s): no
+        # standard error, and NaN rows and columns in the covariance.
+        shapes = {name: np.shape(value) for name, value in fit.unestimated.items()}
+        params.update(fit.unestimated)
+        stderr.update(_unflatten(np.full(_size(shapes), np.nan), shapes))
+        covariance = np.pad(covariance, (0, _size(shapes)), constant_values=np.nan)
+        param_names += _flat_names(shapes)
     return InferenceResult(
         model_name=type(model).__name__,
         convention=convention,
@@ -481,17 +309,17 @@ def inference(
         stderr=stderr,
         covariance=covariance,
         param_names=param_names,
-        loglik=loglik,
-        aic=-2.0 * loglik + 2.0 * k_criteria,
-        bic=-2.0 * loglik + math.log(nobs) * k_criteria,
-        nobs=nobs,
-        df_resid=df_resid,
-        sigma=sigma,
+        loglik=fit.loglik,
+        aic=-2.0 * fit.loglik + 2.0 * fit.k_criteria,
+        bic=-2.0 * fit.loglik + math.log(fit.nobs) * fit.k_criteria,
+        nobs=fit.nobs,
+        df_resid=fit.df_resid,
+        sigma=fit.sigma,
         converged=converged,
-        hessian_positive_definite=positive_definite,
+        hessian_positive_definite=fit.positive_definite,
         distance_to_optimum=distance,
         warnings=messages,
-        n_likelihood_params=k_likelihood,
+        n_likelihood_params=fit.k_likelihood,
     )
 
 
@@ -517,7 +345,7 @@ def likelihood_ratio_test(
     A model of a sample (`GaussianMLE`) given with a regression is fitted to the targets `y`: it
     is the regression without slopes (`GaussianRegression` vs `GaussianMLE` tests `m = 0`). The
     log-likelihoods are those of `inference` (for a squared-error model: the Gaussian one with
-    `sigma` at its MLE, which counts as a parameter).
+    `sigma` at its MLE, which counts as a parameter), and so are its convergence warnings.
 
     Args:
         full: The larger fitted model.
@@ -561,28 +389,174 @@ def likelihood_ratio_test(
     return LikelihoodRatioResult(
         statistic=statistic,
         df=int(df),
-        pvalue=_chi2_sf(max(statistic, 0.0), df),
+        pvalue=float(distributions.chi2_sf(max(statistic, 0.0), df)),
         loglik_full=results[0].loglik,
         loglik_restricted=results[1].loglik,
         warnings=tuple(messages),
     )
 
 
+# ---------------------------------------------------------------------------- the linear algebra
+@dataclasses.dataclass(frozen=True)
+class _Fit:
+    """What `inference` reports, before the per-parameter bookkeeping (flat, user units)."""
+
+    derivatives: LikelihoodDerivatives  # of the model whose covariance this is
+    shapes: dict  # name -> shape of each parameter in `derivatives`, in order
+    covariance: np.ndarray
+    newton_step: np.ndarray
+    positive_definite: bool
+    hessian_note: str
+    nobs: float
+    df_resid: float
+    loglik: float
+    sigma: float | None
+    k_criteria: int  # parameters counted by AIC and BIC
+    k_likelihood: int  # free parameters of the likelihood (likelihood-ratio degrees of freedom)
+    unestimated: dict = dataclasses.field(default_factory=dict)  # reported without stderr
+
+
+def _mle_fit(model, x, y, sample_weight) -> _Fit:
+    """MLE conventions: `cov = J H^-1 J^T`, `H` the Hessian of the total NLL."""
+    derivatives = model.likelihood_derivatives(x, y, sample_weight)
+    h_inverse, positive_definite, note = _inverse_hessian(derivatives.hessian)
+    jacobian = derivatives.jacobian
+    p = len(derivatives.params)
+    nobs = float(np.sum(derivatives.weights))
+    shapes = _shapes(model)
+    scale = _scale_name(model)
+    sigma = None
+    if scale is not None and math.prod(shapes[scale]) == 1:
+        sigma = float(np.ravel(_unflatten(derivatives.params, shapes)[scale])[0])
+    return _Fit(
+        derivatives=derivatives,
+        shapes=shapes,
+        covariance=jacobian @ h_inverse @ jacobian.T,
+        newton_step=jacobian @ (h_inverse @ derivatives.gradient),
+        positive_definite=positive_definite,
+        hessian_note=note,
+        nobs=nobs,
+        df_resid=nobs - p,
+        loglik=-derivatives.total,
+        sigma=sigma,
+        k_criteria=p,
+        k_likelihood=p,
+    )
+
+
+def _ols_fit(model, least_squares, x, y, sample_weight) -> _Fit:
+    """OLS conventions: `cov = 2 s^2 J H^-1 J^T`, `H` the Hessian of the RSS (`= 2 X'X`)."""
+    if least_squares is model:
+        derivatives = model.likelihood_derivatives(x, y, sample_weight)
+    else:
+        try:
+            derivatives = least_squares.likelihood_derivatives(x, y, sample_weight)
+        except ValueError as error:
+            raise ValueError(
+                f"{type(model).__name__} (convention='ols', through its least-squares model): "
+                f"{error}"
+            ) from None
+    h_inverse, positive_definite, note = _inverse_hessian(derivatives.hessian)
+    jacobian = derivatives.jacobian
+    p = len(derivatives.params)
+    nobs = float(np.sum(derivatives.weights))
+    df_resid = nobs - p
+    if df_resid <= 0:
+        raise ValueError(f"OLS needs more observations than coefficients: n={nobs:g}, p={p}.")
+    rss = derivatives.total
+    if not rss > 0:
+        raise ValueError(
+            f"{type(model).__name__}: the residual sum of squares is {rss!r}, so the noise "
+            "variance, the OLS standard errors and the Gaussian log-likelihood are undefined."
+        )
+    s2 = rss / df_resid
+    unestimated = {}
+    if least_squares is not model:
+        shared = set(least_squares.parameter_names)
+        scale = _scale_name(model)
+        current = model.params
+        for name in model.parameter_names:
+            if name not in shared:
+                value = math.sqrt(s2) if name == scale else current[name]
+                unestimated[name] = _as_param(value)
+    return _Fit(
+        derivatives=derivatives,
+        shapes=_shapes(least_squares),
+        covariance=jacobian @ (2.0 * s2 * h_inverse) @ jacobian.T,
+        newton_step=jacobian @ (h_inverse @ derivatives.gradient),
+        positive_definite=positive_definite,
+        hessian_note=note,
+        nobs=nobs,
+        df_resid=df_resid,
+        loglik=-0.5 * nobs * (math.log(2.0 * math.pi) + math.log(rss / nobs) + 1.0),
+        sigma=math.sqrt(s2),
+        k_criteria=p,
+        k_likelihood=p + 1,
+        unestimated=unestimated,
+    )
+
+
+def _inverse_hessian(hessian):
+    """`(H^-1, positive_definite, note)`; `H^-1` is NaN unless `H` is safely positive definite.
+
+    `H` counts as positive definite when its smallest eigenvalue exceeds `p * eps` times its
+    largest (below that, `H^-1` would be dominated by rounding).
+    """
+    h = 0.5 * (hessian + hessian.T)
+    p = len(h)
+    nan = np.full((p, p), np.nan)
+    if not np.all(np.isfinite(h)):
+        return nan, False, "it has NaN or Inf entries"
+    eigenvalues = np.linalg.eigvalsh(h)
+    positive_definite = bool(
+        eigenvalues[-1] > 0 and eigenvalues[0] > eigenvalues[-1] * p * np.finfo(np.float64).eps
+    )
+    note = f"eigenvalues {eigenvalues[0]:.3g} .. {eigenvalues[-1]:.3g}"
+    return (np.linalg.inv(h) if positive_definite else nan), positive_definite, note
+
+
 # ---------------------------------------------------------------------------- helpers
 def _resolve_convention(model, convention):
+    """`(convention, least_squares)`: the model whose squared errors OLS uses, or `None`."""
     if convention not in CONVENTIONS:
         raise ValueError(f"convention must be one of {CONVENTIONS}, got {convention!r}.")
-    squared_error = model.sample_loss_kind == "squared_error"
-    if convention == "auto":
-        return "ols" if squared_error else "mle"
-    if convention == "mle" and squared_error:
+    name = type(model).__name__
+    if model.sample_loss_kind == "squared_error":
+        if convention == "mle":
+            raise ValueError(
+                f"{name} minimises squared error and has no noise parameter: use "
+                "convention='ols', or a Gaussian likelihood model (GaussianRegression) for MLE "
+                "conventions."
+            )
+        return "ols", model
+    if convention in ("auto", "mle"):
+        return "mle", None
+    least_squares = model.least_squares_model()
+    if least_squares is None:
         raise ValueError(
-            f"{type(model).__name__} minimises squared error and has no noise parameter: use "
-            "convention='ols', or GaussianRegression for MLE conventions."
+            f"convention='ols' applies to squared-error models and to models whose "
+            f"least_squares_model() returns one; {name}.least_squares_model() returns None. "
+            "Use convention='mle'."
         )
-    if convention == "ols" and not squared_error and not hasattr(model, "linear_predictor"):
-        raise ValueError(f"convention='ols' needs a linear model, not {type(model).__name__}.")
-    return convention
+    if (
+        not isinstance(least_squares, MaximumLikelihoodModel)
+        or least_squares.sample_loss_kind != "squared_error"
+    ):
+        raise ValueError(
+            f"{name}.least_squares_model() must return a keras_mle model with "
+            f"sample_loss_kind='squared_error', got {type(least_squares).__name__}."
+        )
+    return "ols", least_squares
+
+
+def _scale_name(model):
+    """The parameter with the role `"scale"` in `parameter_roles` (the noise SD), or `None`."""
+    roles = model.parameter_roles or {}
+    return next((name for name in model.parameter_names if roles.get(name) == "scale"), None)
+
+
+def _shapes(model):
+    return {name: np.shape(value) for name, value in model.params.items()}
 
 
 def _data_for(model, x, y):
@@ -596,36 +570,23 @@ def _as_param(value):
     return np.float64(value) if value.ndim == 0 else value
 
 
-def _flat_names(names, shapes):
+def _size(shapes):
+    return sum(math.prod(shape) for shape in shapes.values())
+
+
+def _flat_names(shapes):
+    """`name` for a one-element parameter, `name_0, name_1, ...` for the others."""
     flat = []
-    for name, shape in zip(names, shapes, strict=True):
-        size = shape.num_elements()
+    for name, shape in shapes.items():
+        size = math.prod(shape)
         flat += [name] if size == 1 else [f"{name}_{i}" for i in range(size)]
     return flat
 
 
-def _unflatten_numpy(flat, names, shapes):
+def _unflatten(flat, shapes):
     result, start = {}, 0
-    for name, shape in zip(names, shapes, strict=True):
-        size = shape.num_elements()
+    for name, shape in shapes.items():
+        size = math.prod(shape)
         result[name] = _as_param(np.reshape(flat[start : start + size], shape))
         start += size
     return result
-
-
-def _flatten(tree):
-    return np.concatenate([np.reshape(np.asarray(v, np.float64), -1) for v in tree.values()])
-
-
-def _fmt(value, digits=6):
-    return "nan" if not np.isfinite(value) else f"{value:#.{digits}g}"
-
-
-def _fmt_stat(value):
-    if not np.isfinite(value):
-        return "nan"
-    return f"{value:.3f}" if abs(value) < 1e5 else f"{value:.3e}"
-
-
-def _fmt_p(value):
-    return "nan" if not np.isfinite(value) else f"{value:.3f}"

@@ -1,0 +1,90 @@
+"""The text table of `keras_mle.inference.InferenceResult.summary` (formatting only)."""
+
+from __future__ import annotations
+
+import math
+import textwrap
+
+import numpy as np
+
+
+def summary_table(result, level: float = 0.95) -> str:
+    """`InferenceResult.summary`: a text table in the spirit of statsmodels' `summary()`."""
+    width = 78
+    stat = "t" if result.convention == "ols" else "z"
+    dist = f"OLS (t, df={result.df_resid:g})" if result.convention == "ols" else "MLE (normal z)"
+    status = "yes" if result.converged else "NO"
+    if math.isfinite(result.distance_to_optimum):
+        status += f" ({result.distance_to_optimum:.1e} se)"
+    left = [
+        ("Convention:", dist),
+        ("No. observations:", f"{result.nobs:g}"),
+        ("Df residuals:", f"{result.df_resid:g}"),
+        ("Residual SD:", "-" if result.sigma is None else f"{result.sigma:#.6g}"),
+    ]
+    right = [
+        ("Log-likelihood:", f"{result.loglik:#.6g}"),
+        ("AIC:", f"{result.aic:#.6g}"),
+        ("BIC:", f"{result.bic:#.6g}"),
+        ("Converged:", status),
+    ]
+    lower, upper = (0.5 * (1 - level), 0.5 * (1 + level))
+    lines = [
+        "=" * width,
+        f"keras_mle inference: {result.model_name}".center(width),
+        "=" * width,
+    ]
+    for (lk, lv), (rk, rv) in zip(left, right, strict=True):
+        lines.append(f"{lk:<18}{lv:>20}   {rk:<17}{rv:>20}")
+    header = (
+        f"{'':<10}{'coef':>13}{'std err':>13}{stat:>10}{f'P>|{stat}|':>8}"
+        f"{f'[{lower:.3g}':>12}{f'{upper:.3g}]':>12}"
+    )
+    lines += ["=" * width, header, "-" * width]
+    flat = _flatten(result.params)
+    columns = [
+        _flatten(tree)
+        for tree in (result.stderr, result.tvalues, result.pvalues, *_conf_bounds(result, level))
+    ]
+    for i, name in enumerate(result.param_names):
+        se, t, p, lo, hi = (column[i] for column in columns)
+        lines.append(
+            f"{name:<10}{_fmt(flat[i]):>13}{_fmt(se):>13}{_fmt_stat(t):>10}"
+            f"{_fmt_p(p):>8}{_fmt(lo, 5):>12}{_fmt(hi, 5):>12}"
+        )
+    lines.append("=" * width)
+    notes = [
+        "Standard errors from the observed information (float64 Hessian of the total "
+        + ("sum of squared errors; s^2 = RSS / (n - p))." if stat == "t" else "NLL).")
+    ]
+    notes += result.warnings
+    lines.append("Notes:")
+    for i, note in enumerate(notes, 1):
+        lines += textwrap.wrap(f"[{i}] {note}", width, subsequent_indent="    ")
+    return "\n".join(lines)
+
+
+def _conf_bounds(result, level):
+    intervals = result.conf_int(level)
+    return (
+        {name: value[..., 0] for name, value in intervals.items()},
+        {name: value[..., 1] for name, value in intervals.items()},
+    )
+
+
+def _flatten(tree):
+    return np.concatenate([np.reshape(np.asarray(v, np.float64), -1) for v in tree.values()])
+
+
+def _fmt(value, digits=6):
+    return "nan" if not np.isfinite(value) else f"{value:#.{digits}g}"
+
+
+def _fmt_stat(value):
+    if not np.isfinite(value):
+        return "nan"
+    return f"{value:.3f}" if abs(value) < 1e5 else f"{value:.3e}"
+
+
+def _fmt_p(value):
+    return "nan" if not np.isfinite(value) else f"{value:.3f}"
