@@ -85,11 +85,18 @@ def main():
     n = 1_000_000 if args.quick else 10_000_000
     batch_size = 100_000
     x, y = keras_mle.data.noisy_line(n=n, seed=0)
-    dataset = tf.data.Dataset.from_tensor_slices((x.reshape(-1, batch_size), y.reshape(-1, batch_size)))
+    dataset = tf.data.Dataset.from_tensor_slices(
+        (x.reshape(-1, batch_size), y.reshape(-1, batch_size))
+    )
     dataset = dataset.cache()
-    results = {name: [] for name in ("xla checked", "xla unchecked", "fit checked", "fit unchecked")}
+    results = {
+        name: [] for name in ("xla checked", "xla unchecked", "fit checked", "fit unchecked")
+    }
     for _ in range(args.rounds):
-        for checked, cls in ((True, keras_mle.LinearRegression), (False, UncheckedLinearRegression)):
+        for checked, cls in (
+            (True, keras_mle.LinearRegression),
+            (False, UncheckedLinearRegression),
+        ):
             label = "checked" if checked else "unchecked"
             results[f"xla {label}"].append(xla_epoch_seconds(cls, x, y, batch_size, epochs=6))
             results[f"fit {label}"].append(dataset_epoch_seconds(cls, dataset, epochs=6))

@@ -1,13 +1,13 @@
 """keras_mle: maximum-likelihood fitting with Keras models, `fit()` and custom loops."""
 
 from keras_mle import callbacks, checkpoint, closed_form, data, loops, losses
+from keras_mle.data import PrecisionWarning
 from keras_mle.inference import (
     InferenceResult,
     InferenceWarning,
     inference,
     likelihood_ratio_test,
 )
-from keras_mle.data import PrecisionWarning
 from keras_mle.models import (
     GaussianMLE,
     GaussianRegression,

@@ -213,8 +213,8 @@ class EpochBatches(tf.experimental.ExtensionType):
     """
 
     x: tf.Tensor
-    y: typing.Optional[tf.Tensor] = None  # noqa: UP007 (ExtensionType reads typing.Optional)
-    sample_weight: typing.Optional[tf.Tensor] = None  # noqa: UP007
+    y: typing.Optional[tf.Tensor] = None  # noqa: UP045 (ExtensionType reads typing.Optional)
+    sample_weight: typing.Optional[tf.Tensor] = None  # noqa: UP045
 
 
 def check_array(name: str, value, *, dtype=None, ndim: tuple[int, ...] = (1, 2)) -> np.ndarray:

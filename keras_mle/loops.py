@@ -30,7 +30,8 @@ import tensorflow as tf
 
 from keras_mle import checkpoint
 from keras_mle import data as data_lib
-from keras_mle.models.base import _InputCheckCallback, _is_in_memory
+from keras_mle.models.base import _is_in_memory
+from keras_mle.models.input_checks import InputCheckCallback
 
 __all__ = ["train", "MODES"]
 
@@ -112,7 +113,7 @@ def train(
 
     n = len(x)
     steps = math.ceil(n / batch_size)
-    callbacks = [_InputCheckCallback(), *(callbacks or [])]
+    callbacks = [InputCheckCallback(), *(callbacks or [])]
     if checkpoint_dir is not None:
         backup = checkpoint.BackupAndRestore(
             checkpoint_dir, save_every=checkpoint_every, restore=resume, delete_checkpoint=False
@@ -145,7 +146,8 @@ def train(
             if mode != "eager":
                 stacked = data_lib.stack_batches(*batches, batch_size=batch_size)
                 batches = [None if a is None else tf.constant(a) for a in stacked]
-        logs = {k: float(v) for k, v in run_epoch(model, *batches, batch_size, callback_list, steps).items()}
+        logs = run_epoch(model, *batches, batch_size, callback_list, steps)
+        logs = {name: float(value) for name, value in logs.items()}
         if validation_data is not None and not model.stop_training:
             results = model.evaluate(validation_data, verbose=0, return_dict=True)
             logs.update({f"val_{name}": value for name, value in results.items()})

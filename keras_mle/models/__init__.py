@@ -8,4 +8,8 @@ from keras_mle.models.linear_regression import LinearRegression
 __all__ = [
     "LikelihoodDerivatives",
     "MaximumLikelihoodModel",
-    "Parameter", "LinearRegression", "GaussianMLE", "GaussianRegression"]
+    "Parameter",
+    "LinearRegression",
+    "GaussianMLE",
+    "GaussianRegression",
+]

@@ -12,16 +12,14 @@ import tensorflow as tf
 from keras_mle import checkpoint
 from keras_mle import data as data_lib
 from keras_mle.models.adaptation import Adaptation
+from keras_mle.models.input_checks import (
+    InputCheck,
+    InputCheckCallback,
+    apply_if,
+    input_problems,
+)
 
 __all__ = ["MaximumLikelihoodModel", "Parameter", "LikelihoodDerivatives"]
-
-#: What each bit of an input-check code means: (argument, problem).
-_INPUT_PROBLEMS = (
-    ("x", "NaN or Inf values"),
-    ("y", "NaN or Inf values"),
-    ("sample_weight", "NaN or Inf values"),
-    ("sample_weight", "negative values"),
-)
 
 
 class Parameter:
@@ -166,8 +164,8 @@ class MaximumLikelihoodModel(keras.Model):
         self._parameters = {}
         self.loss_tracker = keras.metrics.Mean(name="loss", dtype=self.likelihood_dtype)
         # Set by the steps when they refuse a batch; read by the fit/evaluate input-check callback.
-        self.train_input_check = _InputCheck(name="train_input_check")
-        self.test_input_check = _InputCheck(name="test_input_check")
+        self.train_input_check = InputCheck(name="train_input_check")
+        self.test_input_check = InputCheck(name="test_input_check")
         self._adaptation = None if adaptation is None else Adaptation.from_config(adaptation)
 
     # ---------------------------------------------------------------- parameters
@@ -397,9 +395,7 @@ class MaximumLikelihoodModel(keras.Model):
 
     def score(self, x, y=None, sample_weight=None, *, params=None) -> np.ndarray:
         """The score `-dL / d theta_user` over the flattened parameters, in float64."""
-        derivatives = self.likelihood_derivatives(
-            x, y, sample_weight, params=params, hessian=False
-        )
+        derivatives = self.likelihood_derivatives(x, y, sample_weight, params=params, hessian=False)
         return derivatives.score
 
     def observed_information(self, x, y=None, sample_weight=None, *, params=None) -> np.ndarray:
@@ -422,11 +418,7 @@ class MaximumLikelihoodModel(keras.Model):
                 if self._adaptation is None
                 else self._adaptation.to_working(user, self.parameter_roles)
             )
-        bad = [
-            name
-            for name, value in current.items()
-            if not np.all(np.isfinite(value.numpy()))
-        ]
+        bad = [name for name, value in current.items() if not np.all(np.isfinite(value.numpy()))]
         if bad:
             raise ValueError(
                 f"{type(self).__name__} has non-finite parameter(s) {bad}: the fit diverged. "
@@ -558,11 +550,7 @@ class MaximumLikelihoodModel(keras.Model):
     def metrics(self):
         # Keras' compile() adds a loss tracker of its own, which these steps do not use: report
         # this model's loss first, then the compiled and user metrics.
-        others = [
-            m
-            for m in super().metrics
-            if m.name != "loss" and not isinstance(m, _InputCheck)
-        ]
+        others = [m for m in super().metrics if m.name != "loss" and not isinstance(m, InputCheck)]
         return [self.loss_tracker, *others]
 
     def compile(
@@ -626,13 +614,13 @@ class MaximumLikelihoodModel(keras.Model):
         A batch that fails the input checks (or follows one that did) is not applied.
         """
         y = self._checked_target_shape(y)
-        ok = self.train_input_check.record(_input_problems(x, y, sample_weight))
+        ok = self.train_input_check.record(input_problems(x, y, sample_weight))
         loss_scale = self.optimizer.scale_loss
         _, gradients, sample_losses, weights = self.compute_loss_and_gradients(
             x, y, sample_weight, scale_loss=loss_scale
         )
 
-        _apply_if(ok, lambda g: self.optimizer.apply(g, self.trainable_variables), gradients)
+        apply_if(ok, lambda g: self.optimizer.apply(g, self.trainable_variables), gradients)
         tf.cond(ok, lambda: self._update_metrics(x, y, sample_losses, weights), lambda: None)
 
     def train_batches(self, x, y=None, sample_weight=None):
@@ -660,7 +648,7 @@ class MaximumLikelihoodModel(keras.Model):
     def test_step(self, data):
         x, y, sample_weight = self._unpack(data)
         y = self._checked_target_shape(y)
-        ok = self.test_input_check.record(_input_problems(x, y, sample_weight))
+        ok = self.test_input_check.record(input_problems(x, y, sample_weight))
         x_t, y_t = self.working_data(x, y)
         sample_losses = self.sample_loss(self.params_tensors(), x_t, y_t)
         _, weights = self._normalize(sample_losses, sample_weight)
@@ -822,7 +810,7 @@ class MaximumLikelihoodModel(keras.Model):
             x,
             epochs=epochs,
             verbose=verbose,
-            callbacks=[_InputCheckCallback(), *(callbacks or [])],
+            callbacks=[InputCheckCallback(), *(callbacks or [])],
             validation_data=validation_data,
             shuffle=False,
             initial_epoch=initial_epoch,
@@ -856,7 +844,7 @@ class MaximumLikelihoodModel(keras.Model):
             # (fit() passes its validation dataset, already checked, with a keyword of its own.)
             self._check_stream(x, y, sample_weight, batch_size, 0.0)
         if not isinstance(callbacks, keras.callbacks.CallbackList):
-            callbacks = [_InputCheckCallback(), *(callbacks or [])]
+            callbacks = [InputCheckCallback(), *(callbacks or [])]
         return super().evaluate(
             x, verbose=verbose, steps=steps, callbacks=callbacks, return_dict=return_dict, **kwargs
         )
@@ -952,125 +940,6 @@ class MaximumLikelihoodModel(keras.Model):
         except (TypeError, ValueError) as error:
             raise type(error)(f"validation_data: {error}") from None
         return data_lib.array_dataset(self._components(*checked), batch_size=batch_size)
-
-
-class _InputCheck(keras.metrics.Metric):
-    """The first batch a step refused in this epoch: what was wrong with it, and where.
-
-    Not one of the model's reported metrics; `_InputCheckCallback` resets and reads it. The
-    values are the same on every replica (the check is all-reduced), hence mean aggregation.
-    """
-
-    def __init__(self, name):
-        super().__init__(name=name, dtype="float32")
-        self.problems = self.add_variable((), "zeros", name="problems", aggregation="mean")
-        self.batches = self.add_variable((), "zeros", name="batches", aggregation="mean")
-        self.bad_batch = self.add_variable((), "zeros", name="bad_batch", aggregation="mean")
-
-    def clean(self):
-        return tf.equal(self.problems, 0.0)
-
-    def record(self, problems):
-        """Counts a batch with these problems; returns whether the step may use it."""
-        ok = tf.logical_and(tf.equal(problems, 0), self.clean())
-        first = tf.logical_and(tf.not_equal(problems, 0), self.clean())
-        self.batches.assign_add(1.0)
-        self.bad_batch.assign(tf.where(first, self.batches, self.bad_batch))
-        self.problems.assign(tf.where(first, tf.cast(problems, "float32"), self.problems))
-        return ok
-
-    def update_state(self, problems):
-        self.record(problems)
-
-    def result(self):
-        return self.problems
-
-    def reset_state(self):
-        for variable in self.variables:
-            variable.assign(0.0)
-
-    def raise_if_refused(self, where: str):
-        problems = int(self.problems.numpy())
-        if not problems:
-            return
-        argument, problem = next(p for i, p in enumerate(_INPUT_PROBLEMS) if problems >> i & 1)
-        raise ValueError(
-            f"{argument} has {problem} in {where}, batch {int(self.bad_batch.numpy())} of the "
-            "data: stopped before applying that batch (the parameters are those before it). "
-            "Clean or filter the data (e.g. dataset.filter(...))."
-        )
-
-
-class _InputCheckCallback(keras.callbacks.Callback):
-    """Turns a batch refused by a step into a `ValueError`, before any other callback sees it."""
-
-    def on_train_begin(self, logs=None):
-        self.epoch = 0
-
-    def on_epoch_begin(self, epoch, logs=None):
-        self.epoch = epoch
-        self.model.train_input_check.reset_state()
-
-    def on_epoch_end(self, epoch, logs=None):
-        self.model.train_input_check.raise_if_refused(f"epoch {epoch + 1}")
-
-    def on_test_begin(self, logs=None):
-        # Validation runs before on_epoch_end: report a refused training batch first.
-        if getattr(self, "epoch", None) is not None:
-            self.model.train_input_check.raise_if_refused(f"epoch {self.epoch + 1}")
-        self.model.test_input_check.reset_state()
-
-    def on_test_end(self, logs=None):
-        self.model.test_input_check.raise_if_refused("evaluation")
-
-
-def _input_problems(x, y, sample_weight):
-    """The input-check code of a batch (bits: see `_INPUT_PROBLEMS`), global across replicas."""
-
-    def finite(value):
-        value = tf.convert_to_tensor(value)
-        if not value.dtype.is_floating:
-            return tf.constant(True)
-        return tf.reduce_all(tf.math.is_finite(value))
-
-    checks = [tf.logical_not(finite(x))]
-    checks.append(tf.constant(False) if y is None else tf.logical_not(finite(y)))
-    if sample_weight is None:
-        checks += [tf.constant(False), tf.constant(False)]
-    else:
-        checks.append(tf.logical_not(finite(sample_weight)))
-        checks.append(tf.reduce_any(tf.convert_to_tensor(sample_weight) < 0))
-    flags = tf.cast(tf.stack(checks), tf.float32)
-    context = tf.distribute.get_replica_context()
-    if context is not None and context.num_replicas_in_sync > 1:
-        flags = context.all_reduce(tf.distribute.ReduceOp.SUM, flags)
-    bits = tf.constant([1 << i for i in range(len(_INPUT_PROBLEMS))], tf.int32)
-    return tf.reduce_sum(tf.where(flags > 0, bits, 0))
-
-
-def _apply_if(ok, apply, gradients):
-    """`apply(gradients)` when `ok`, the same way on every replica.
-
-    Under a multi-replica strategy the optimizer synchronises through `merge_call`, which cannot
-    run inside a replica's `tf.cond`: decide in cross-replica context instead (as Keras'
-    `LossScaleOptimizer` does). `ok` is the same on every replica, since the check is
-    all-reduced. `apply` must not capture replica-local tensors: it runs with the first
-    replica's closure on every replica, and gets each replica's own `gradients`.
-    """
-    context = tf.distribute.get_replica_context()
-    if context is None or context.num_replicas_in_sync == 1:
-        tf.cond(ok, lambda: apply(gradients), lambda: None)
-        return
-
-    def cross_replica(strategy, ok, gradients):
-        first_ok = strategy.experimental_local_results(ok)[0]
-
-        def apply_everywhere():
-            strategy.extended.call_for_each_replica(apply, args=(gradients,))
-
-        tf.cond(first_ok, apply_everywhere, lambda: None)
-
-    context.merge_call(cross_replica, args=(ok, gradients))
 
 
 def _flat_targets(y):
