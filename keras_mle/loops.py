@@ -104,9 +104,9 @@ def train(
     optimizer = keras.optimizers.get(optimizer)
     if getattr(model, "optimizer", None) is not optimizer:
         model.compile(optimizer=optimizer)
-    model._prepare(x.shape, x[:1], None if y is None else y[:1])
+    model.prepare_training(x.shape, x[:1], None if y is None else y[:1])
     if validation_data is not None:
-        validation_data = model._validation_dataset(validation_data, batch_size)
+        validation_data = model.validation_dataset(validation_data, batch_size)
     optimizer = model.optimizer  # compile() may wrap it (mixed precision)
     if not optimizer.built:
         optimizer.build(model.trainable_variables)

@@ -1,21 +1,164 @@
-"""The articles' plots, drawn with matplotlib (Agg backend, PNG files)."""
+"""Plots of fits: the articles' figures for the demo, and the fit image of the callbacks.
+
+Drawn on `matplotlib.figure.Figure` objects with the Agg canvas, never through `pyplot`:
+importing or using this module leaves the user's matplotlib backend and figures alone.
+
+- `render_fit`: the current fit of any `keras_mle.MaximumLikelihoodModel` as an RGBA array (the
+  image `keras_mle.callbacks.ParameterTensorBoard` logs);
+- `demo_plots`: the PNG files of `keras-mle demo`, built from `line_fit`, `gaussian_fit`,
+  `mse_and_loglik` and `loss_curves`, each drawing on a given matplotlib `Axes`.
+"""
 
 from __future__ import annotations
 
 import os
 
-import matplotlib
+import numpy as np
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
 
-matplotlib.use("Agg")
+from keras_mle import closed_form
 
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
+__all__ = [
+    "new_figure",
+    "render_fit",
+    "demo_plots",
+    "line_fit",
+    "gaussian_fit",
+    "mse_and_loglik",
+    "loss_curves",
+]
 
-from keras_mle import closed_form  # noqa: E402
+#: Size of the `render_fit` image: 480 x 320 pixels.
+FIT_FIGSIZE = (6, 4)
+FIT_DPI = 80
+#: Colour of the fitted curve in `render_fit` (pure red, so that it can be found in the image).
+FIT_COLOR = "r"
+DATA_COLOR = "b"
 
 
+def new_figure(figsize=(6, 4), dpi=100):
+    """A `Figure` on its own Agg canvas, and its single `Axes`, without `pyplot`.
+
+    Args:
+        figsize: Width and height in inches. Defaults to `(6, 4)`.
+        dpi: Dots per inch. Defaults to `100`.
+
+    Returns:
+        `(figure, axes)`.
+    """
+    figure = Figure(figsize=figsize, dpi=dpi)
+    FigureCanvasAgg(figure)
+    return figure, figure.add_subplot()
+
+
+def render_fit(model, x, y=None, sample_weight=None, *, title=None, max_points: int = 2000):
+    """The model's current fit drawn on the data, as an RGBA `uint8` array of shape `(H, W, 4)`.
+
+    What is drawn depends on the data, never on the model's class:
+
+    - a model of a sample (`not model.takes_targets`): a histogram of the sample (weighted by
+      `sample_weight`) with the fitted density `exp(-l(x))` in red, `l` being
+      `model.per_sample_loss` (the negative log-likelihood of one observation);
+    - one feature: the data with the fitted mean `model.predict(x)` in red, and a band of
+      `+- 2 sigma` around it when the model has a `predict_distribution(x)` method returning
+      `{"mean", "sigma"}`;
+    - several features: observed `y` against the predicted mean, with the line `y = prediction`
+      in red.
+
+    Args:
+        model: A built `keras_mle.MaximumLikelihoodModel`.
+        x: Inputs (for a model of a sample: the sample), checked by `model.check_data`.
+        y: Targets, or `None` for a model of a sample. Defaults to `None`.
+        sample_weight: Per-sample weights, used by the histogram of a sample. Defaults to `None`.
+        title: Text after the model's class name in the title. Defaults to `None` (no title).
+        max_points: At most this many data points are drawn (a fixed random subset).
+            Defaults to `2000`.
+
+    Returns:
+        The RGBA image, 480 x 320 pixels.
+    """
+    if len(x) > max_points:
+        keep = np.sort(np.random.default_rng(0).choice(len(x), max_points, replace=False))
+        x = x[keep]
+        y = None if y is None else y[keep]
+        sample_weight = None if sample_weight is None else sample_weight[keep]
+    figure, ax = new_figure(FIT_FIGSIZE, FIT_DPI)
+    if not model.takes_targets:
+        _draw_density(ax, model, x, sample_weight)
+    elif x.ndim == 1 or x.shape[1] == 1:
+        _draw_mean(ax, model, x, y)
+    else:
+        _draw_observed_against_predicted(ax, model, x, y)
+    ax.legend(loc="best", fontsize="small")
+    if title:
+        ax.set_title(f"{type(model).__name__}, {title}")
+    figure.tight_layout()
+    figure.canvas.draw()
+    return np.asarray(figure.canvas.buffer_rgba()).copy()
+
+
+def _draw_density(ax, model, x, sample_weight):
+    samples = np.ravel(x)
+    ax.hist(samples, bins=30, weights=sample_weight, density=True, alpha=0.5, label="data")
+    grid = np.linspace(samples.min(), samples.max(), 200)
+    loss = model.per_sample_loss(grid.reshape(-1, *np.shape(x)[1:]))
+    values = ", ".join(f"{k}={float(v):.4g}" for k, v in list(model.parameter_logs().items())[:4])
+    ax.plot(grid, np.exp(-loss), FIT_COLOR, label=f"fit: {values}")
+    ax.set_xlabel(model.x_name)
+    ax.set_ylabel("density")
+
+
+def _draw_mean(ax, model, x, y):
+    column = np.ravel(x)
+    grid = np.linspace(column.min(), column.max(), 100).astype(column.dtype)
+    grid_x = grid.reshape(-1, *x.shape[1:])
+    distribution = None
+    predict_distribution = getattr(model, "predict_distribution", None)
+    if callable(predict_distribution):
+        distribution = predict_distribution(grid_x, batch_size=len(grid), verbose=0)
+    if isinstance(distribution, dict) and {"mean", "sigma"} <= set(distribution):
+        mean = np.ravel(distribution["mean"])
+        sigma = np.ravel(distribution["sigma"])
+    else:
+        mean = np.ravel(model.predict(grid_x, batch_size=len(grid), verbose=0))
+        sigma = None
+    ax.plot(column, y, DATA_COLOR + ".", markersize=3, label="data")
+    if sigma is not None:
+        ax.fill_between(
+            grid,
+            mean - 2 * sigma,
+            mean + 2 * sigma,
+            color=FIT_COLOR,
+            alpha=0.15,
+            linewidth=0,
+            label="fit +- 2 sigma",
+        )
+    ax.plot(grid, mean, FIT_COLOR, label="fit")
+    ax.set_xlabel("x")
+    ax.set_ylabel("y")
+
+
+def _draw_observed_against_predicted(ax, model, x, y):
+    predicted = np.ravel(model.predict(x, batch_size=min(len(x), 4096), verbose=0))
+    ax.plot(predicted, y, DATA_COLOR + ".", markersize=3, label="data")
+    low, high = float(min(predicted.min(), y.min())), float(max(predicted.max(), y.max()))
+    ax.plot([low, high], [low, high], FIT_COLOR, label="y = prediction")
+    ax.set_xlabel("predicted y")
+    ax.set_ylabel("observed y")
+
+
+# -------------------------------------------------------------------- the demo's figures
 def line_fit(ax, x, y, params, label="fit"):
-    """Data with the fitted line `y = m x + b`."""
+    """Data with the fitted line `y = m x + b`.
+
+    Args:
+        ax: The matplotlib `Axes` to draw on.
+        x: Feature values, shape `(N,)`.
+        y: Targets, shape `(N,)`.
+        params: Parameters with a slope `m` (its first component is used) and an intercept `b`.
+        label: Legend label of the line, before its equation. Defaults to `"fit"`.
+    """
     ax.plot(x, y, "b.", label="data")
     grid = np.linspace(min(x.min(), -0.15), max(x.max(), 1.15), 50)
     m = float(np.ravel(params["m"])[0])
@@ -27,7 +170,14 @@ def line_fit(ax, x, y, params, label="fit"):
 
 
 def gaussian_fit(ax, samples, params, seed=0):
-    """Histogram of the data against samples drawn from the fitted Gaussian, with its density."""
+    """Histogram of the data against samples drawn from the fitted Gaussian, with its density.
+
+    Args:
+        ax: The matplotlib `Axes` to draw on.
+        samples: The sample, shape `(N,)`.
+        params: Parameters `mu` and `sigma` of the Gaussian.
+        seed: Seed of the draws from the fit. Defaults to `0`.
+    """
     mu, sigma = float(params["mu"]), float(params["sigma"])
     drawn = np.random.default_rng(seed).normal(mu, sigma, size=len(samples))
     bins = np.histogram_bin_edges(np.concatenate([samples, drawn]), bins=30)
@@ -42,7 +192,14 @@ def gaussian_fit(ax, samples, params, seed=0):
 
 
 def mse_and_loglik(ax, x, y, sigma=None):
-    """MSE and log-likelihood of `y = m x + b` against `m` (b at its OLS value)."""
+    """MSE and log-likelihood of `y = m x + b` against `m` (b at its OLS value).
+
+    Args:
+        ax: The matplotlib `Axes` to draw on (the log-likelihood goes on a twin y axis).
+        x: Feature values, shape `(N,)`.
+        y: Targets, shape `(N,)`.
+        sigma: Noise level of the log-likelihood. Defaults to `None` (its MLE, from OLS).
+    """
     ols = closed_form.ols(x, y)
     m_hat, b_hat = float(ols["m"][0]), float(ols["b"])
     sigma = float(ols["sigma"]) if sigma is None else sigma
@@ -62,7 +219,13 @@ def mse_and_loglik(ax, x, y, sigma=None):
 
 
 def loss_curves(ax, runs, ylabel):
-    """Loss per optimizer step for every mode."""
+    """Loss per optimizer step for every mode, on a log scale.
+
+    Args:
+        ax: The matplotlib `Axes` to draw on.
+        runs: Objects with `mode`, `steps` and `history["loss"]` (the demo's runs).
+        ylabel: Label of the y axis.
+    """
     for run in runs:
         ax.plot(run.steps, run.history["loss"], label=run.mode)
     ax.set_yscale("log")
@@ -72,34 +235,43 @@ def loss_curves(ax, runs, ylabel):
 
 
 def demo_plots(results: dict, folder: str) -> list[str]:
-    """Writes the demo's PNG plots; returns their paths."""
+    """Writes the demo's PNG plots into `folder`; returns their paths.
+
+    Args:
+        results: `keras_mle.demo.run`'s results: experiment name -> `(experiment, runs)`, for the
+            experiments `"line"`, `"gaussian"` and `"gaussian_regression"`.
+        folder: An existing folder.
+
+    Returns:
+        The paths of `line_fit.png`, `line_loss.png`, `gaussian_fit.png`, `gaussian_loss.png` and
+        `mse_vs_loglik.png`.
+    """
     paths = []
 
-    def save(fig, name):
+    def save(figure, name):
         path = os.path.join(folder, name)
-        fig.tight_layout()
-        fig.savefig(path, dpi=90)
-        plt.close(fig)
+        figure.tight_layout()
+        figure.savefig(path, dpi=90)
         paths.append(path)
 
     experiment, runs = results["line"]
-    fig, ax = plt.subplots(figsize=(6, 4))
+    figure, ax = new_figure()
     line_fit(ax, experiment.x, experiment.y, runs[0].model.params, label=runs[0].mode)
-    save(fig, "line_fit.png")
-    fig, ax = plt.subplots(figsize=(6, 4))
+    save(figure, "line_fit.png")
+    figure, ax = new_figure()
     loss_curves(ax, runs, "MSE")
-    save(fig, "line_loss.png")
+    save(figure, "line_loss.png")
 
     experiment, runs = results["gaussian"]
-    fig, ax = plt.subplots(figsize=(6, 4))
+    figure, ax = new_figure()
     gaussian_fit(ax, experiment.x, runs[0].model.params)
-    save(fig, "gaussian_fit.png")
-    fig, ax = plt.subplots(figsize=(6, 4))
+    save(figure, "gaussian_fit.png")
+    figure, ax = new_figure()
     loss_curves(ax, runs, "NLL per sample")
-    save(fig, "gaussian_loss.png")
+    save(figure, "gaussian_loss.png")
 
     experiment, runs = results["gaussian_regression"]
-    fig, ax = plt.subplots(figsize=(6, 4))
+    figure, ax = new_figure()
     mse_and_loglik(ax, experiment.x, experiment.y)
-    save(fig, "mse_vs_loglik.png")
+    save(figure, "mse_vs_loglik.png")
     return paths

@@ -2,7 +2,8 @@
 
 Steps must be the real epoch numbers under `fit()` and the compiled loops, and the logged values
 must be the training's own: they are checked against gradient descent worked out in NumPy,
-`scipy.stats.norm.logpdf` and the closed-form MLE.
+`scipy.stats.norm.logpdf`, least squares from `numpy.linalg.lstsq` and the sample moments. The fit
+images are read back from the event files and judged by what they show (see `helpers`).
 """
 
 import json
@@ -21,11 +22,9 @@ import numpy as np
 import pytest
 import tensorflow as tf
 from scipy import stats
-from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 import keras_mle
 from keras_mle import callbacks as mle_callbacks
-from keras_mle import closed_form
 
 EPOCHS = 25
 IMAGE_EVERY = 10
@@ -41,47 +40,22 @@ GAUSSIAN_TOL = 1e-4
 SERVER_TIMEOUT = 90
 
 
-def read_events(run_dir):
-    """`{tag: (steps, values, plugin)}` from the event files of one run."""
-    accumulator = EventAccumulator(str(run_dir), size_guidance={"tensors": 0})
-    accumulator.Reload()
-    events = {}
-    for tag in accumulator.Tags()["tensors"]:
-        items = accumulator.Tensors(tag)
-        plugin = accumulator.SummaryMetadata(tag).plugin_data.plugin_name
-        values = [tf.make_ndarray(e.tensor_proto) for e in items] if plugin == "scalars" else None
-        events[tag] = ([e.step for e in items], values, plugin)
-    return events
-
-
-def two_feature_data(n=64, seed=0):
-    rng = np.random.default_rng(seed)
-    x = rng.normal(size=(n, 2)).astype("float32")
-    y = (x @ np.array([1.5, -0.5]) + 2.0 + 0.3 * rng.normal(size=n)).astype("float32")
-    return x, y
-
-
-def gradient_descent_mse(x, y, m, b, epochs):
-    x, y = x.astype(np.float64), y.astype(np.float64)
-    m, b = np.asarray(m, np.float64), float(b)
-    path = []
-    for _ in range(epochs):
-        residual = x @ m + b - y
-        m = m - LEARNING_RATE * 2 * x.T @ residual / len(y)
-        b = b - LEARNING_RATE * 2 * residual.mean()
-        path.append(np.concatenate([m, [b]]))
-    return np.array(path)
+#: Share of pixel columns where the fitted curve of an image lies on its expected path.
+ON_PATH = 0.95
+#: Share under which a curve far from its expected path falls.
+OFF_PATH = 0.5
+IMAGE_SHAPE = (320, 480, 4)
 
 
 @pytest.mark.parametrize("mode", ["fit", "function", "xla"])
 def test_event_files_hold_every_tag_at_the_real_epochs(tmp_path, mode):
-    x, y = two_feature_data()
+    x, y = helpers.two_feature_data()
     model = keras_mle.LinearRegression()
     model(x[:2])
     start = model.params
     board = mle_callbacks.ParameterTensorBoard(tmp_path, data=(x, y), image_every=IMAGE_EVERY)
     history = helpers.train(model, x, y, mode, EPOCHS, [board], keras.optimizers.SGD(LEARNING_RATE))
-    events = read_events(tmp_path / "train")
+    events = helpers.read_events(tmp_path / "train")
 
     scalars = [
         "parameters/m_0",
@@ -107,12 +81,12 @@ def test_event_files_hold_every_tag_at_the_real_epochs(tmp_path, mode):
     )
     recorded = np.array([history.history[k] for k in ("m_0", "m_1", "b")], np.float32).T
     np.testing.assert_array_equal(logged, recorded)
-    expected = gradient_descent_mse(x, y, start["m"], start["b"], EPOCHS)
+    expected = helpers.gradient_descent_mse(x, y, start["m"], start["b"], EPOCHS, LEARNING_RATE)
     np.testing.assert_allclose(logged, expected, atol=VALUE_TOL)
 
     # ... converging to OLS, with the statistics computed at those parameters.
-    ols = closed_form.ols(x, y)
-    reference = np.concatenate([ols["m"], [ols["b"]]])
+    m, b, _ = helpers.least_squares(x, y)
+    reference = np.concatenate([m, [b]])
     distance = np.array(events["statistics/distance_to_closed_form"][1])
     np.testing.assert_allclose(
         distance, np.linalg.norm(expected - reference, axis=1), atol=VALUE_TOL
@@ -125,13 +99,20 @@ def test_event_files_hold_every_tag_at_the_real_epochs(tmp_path, mode):
     np.testing.assert_allclose(events["statistics/mse"][1], mse, rtol=VALUE_TOL)
     assert events["statistics/gradient_norm"][1][-1] < 10 * CONVERGED_TOL
 
+    # Every image is a 480 x 320 RGBA picture; the last shows observed against predicted y at
+    # the least-squares fit, on the diagonal, and the first (far from it) does not.
+    images = events["fit"][1]
+    assert all(image.shape == IMAGE_SHAPE and image.dtype == np.uint8 for image in images)
+    assert helpers.red_line_on_blue_points(images[-1]) > ON_PATH
+    assert helpers.red_line_on_blue_points(images[0]) < OFF_PATH
+
 
 @pytest.fixture(scope="module")
 def gaussian_logs(tmp_path_factory):
     """A GaussianMLE fitted with fit() and ParameterTensorBoard: the logs of the server test."""
     log_dir = tmp_path_factory.mktemp("tensorboard")
     samples = keras_mle.data.gaussian_sample(mu=2.0, sigma=1.0, n=400, seed=7)
-    model = keras_mle.GaussianMLE(mu=1.4, sigma=1.3)
+    model = keras_mle.GaussianMLE(initial_mu=1.4, initial_sigma=1.3)
     board = mle_callbacks.ParameterTensorBoard(log_dir, data=samples, image_every=10)
     helpers.train(model, samples, None, "fit", GAUSSIAN_EPOCHS, [board], keras.optimizers.SGD(0.5))
     return log_dir, samples, model
@@ -139,7 +120,7 @@ def gaussian_logs(tmp_path_factory):
 
 def test_gaussian_log_likelihood_at_every_epoch(gaussian_logs):
     log_dir, samples, model = gaussian_logs
-    events = read_events(log_dir / "train")
+    events = helpers.read_events(log_dir / "train")
     steps, mus, _ = events["parameters/mu"]
     _, sigmas, _ = events["parameters/sigma"]
     assert steps == list(range(GAUSSIAN_EPOCHS))
@@ -148,14 +129,98 @@ def test_gaussian_log_likelihood_at_every_epoch(gaussian_logs):
         for m, s in zip(mus, sigmas, strict=True)
     ]
     np.testing.assert_allclose(events["statistics/log_likelihood"][1], expected, rtol=VALUE_TOL)
-    mle = closed_form.gaussian_mle(samples)
+    mle = _sample_mle(samples)
     assert abs(mus[-1] - mle["mu"]) < GAUSSIAN_TOL and abs(sigmas[-1] - mle["sigma"]) < GAUSSIAN_TOL
     assert events["fit"][0] == [0, 10, GAUSSIAN_EPOCHS - 1]
     assert "parameters/mu" not in {t for t, e in events.items() if e[2] == "histograms"}
 
+    # Each image shows the density of that step's parameters on the sample's histogram.
+    for step, image in zip(*events["fit"][:2], strict=True):
+        assert image.shape == IMAGE_SHAPE
+        at_step = _normal_density(mus[step], sigmas[step])
+        assert helpers.red_curve_on_histogram(image, samples, at_step) > ON_PATH, step
+    first, last = events["fit"][1][0], events["fit"][1][-1]
+    assert helpers.red_curve_on_histogram(first, samples, _normal_density(**mle)) < OFF_PATH
+    assert helpers.red_curve_on_histogram(last, samples, _normal_density(**mle)) > ON_PATH
+
+
+def _sample_mle(samples):
+    x = np.asarray(samples, np.float64)
+    return {"mu": np.mean(x), "sigma": np.std(x)}
+
+
+def _normal_density(mu, sigma):
+    return lambda values: stats.norm.pdf(values, mu, sigma)
+
+
+def _line(slope):
+    return keras_mle.LinearRegression(m_initializer=keras.initializers.Constant(-slope))
+
+
+def _adapted_gaussian_line(slope, x, y):
+    model = keras_mle.GaussianRegression(m_initializer=keras.initializers.Constant(-slope))
+    return model.adapt(x, y)
+
+
+@pytest.mark.parametrize("slope", [1.0, -1.0])
+@pytest.mark.parametrize(
+    "make_model, learning_rate",
+    [
+        (lambda slope, x, y: _line(slope), 0.7),
+        (_adapted_gaussian_line, 0.3),
+    ],
+    ids=["LinearRegression", "adapted GaussianRegression"],
+)
+def test_the_fit_image_shows_the_fitted_line_on_the_data(
+    tmp_path, make_model, learning_rate, slope
+):
+    x, y = keras_mle.data.noisy_line(m=slope, b=2.0, n=100, seed=1)
+    model = make_model(slope, x, y)
+    board = mle_callbacks.ParameterTensorBoard(tmp_path, data=(x, y), image_every=40)
+    helpers.train(model, x, y, "function", 80, [board], keras.optimizers.SGD(learning_rate))
+    steps, images, plugin = helpers.read_events(tmp_path / "train")["fit"]
+
+    assert plugin == "images" and steps == [0, 40, 79]
+    assert all(image.shape == IMAGE_SHAPE for image in images)
+    # After one epoch the line is still far from the data; at the end it runs through them.
+    assert helpers.red_line_on_blue_points(images[0]) < OFF_PATH
+    assert helpers.red_line_on_blue_points(images[-1]) > ON_PATH
+    m, b, _ = helpers.least_squares(x, y)
+    np.testing.assert_allclose(model.params["m"], m, atol=5e-3)
+    np.testing.assert_allclose(model.params["b"], b, atol=5e-3)
+
+
+class LineWithoutClosedForm(keras_mle.LinearRegression):
+    def closed_form(self, x, y=None, sample_weight=None):
+        return None
+
+
+class LineWithAReference(keras_mle.LinearRegression):
+    def closed_form(self, x, y=None, sample_weight=None):
+        return {"b": 10.0}
+
+
+@pytest.mark.parametrize("make_model", [LineWithoutClosedForm, LineWithAReference])
+def test_the_automatic_reference_is_the_model_closed_form(tmp_path, make_model):
+    x, y = helpers.two_feature_data()
+    model = make_model()
+    board = mle_callbacks.ParameterTensorBoard(tmp_path, data=(x, y), image_every=0)
+    helpers.train(model, x, y, "fit", 3, [board], keras.optimizers.SGD(LEARNING_RATE))
+    events = helpers.read_events(tmp_path / "train")
+
+    assert "fit" not in events
+    if make_model is LineWithoutClosedForm:
+        assert "statistics/distance_to_closed_form" not in events
+        assert "statistics/mse" in events
+    else:
+        distances = events["statistics/distance_to_closed_form"][1]
+        np.testing.assert_allclose(
+            distances, np.abs(10.0 - np.array(events["parameters/b"][1])), rtol=VALUE_TOL
+        )
+
 
 def test_steps_continue_across_a_resume(tmp_path):
-    x, y = two_feature_data()
+    x, y = helpers.two_feature_data()
 
     class Interrupt(keras.callbacks.Callback):
         def on_epoch_begin(self, epoch, logs=None):
@@ -179,7 +244,7 @@ def test_steps_continue_across_a_resume(tmp_path):
     with pytest.raises(KeyboardInterrupt):
         run([Interrupt()], resume=False)
     run([], resume=True)
-    events = read_events(tmp_path / "logs" / "train")
+    events = helpers.read_events(tmp_path / "logs" / "train")
     assert events["parameters/b"][0] == list(range(10))
 
 
@@ -276,7 +341,7 @@ def test_a_real_tensorboard_server_serves_the_scalars_and_the_image(
     _, sigmas = scalars("parameters/sigma")
     _, distances = scalars("statistics/distance_to_closed_form")
     assert steps == list(range(GAUSSIAN_EPOCHS))
-    mle = closed_form.gaussian_mle(samples)
+    mle = _sample_mle(samples)
     assert abs(mus[-1] - mle["mu"]) < GAUSSIAN_TOL and abs(sigmas[-1] - mle["sigma"]) < GAUSSIAN_TOL
     np.testing.assert_allclose(
         distances, np.hypot(mus - mle["mu"], sigmas - mle["sigma"]), atol=VALUE_TOL
@@ -289,3 +354,7 @@ def test_a_real_tensorboard_server_serves_the_scalars_and_the_image(
     assert [image["step"] for image in images] == [0, 10, GAUSSIAN_EPOCHS - 1]
     png = _get(f"{base}/data/plugin/images/individualImage?{images[-1]['query']}")
     assert png.startswith(b"\x89PNG\r\n\x1a\n")
+    image = tf.image.decode_png(png, channels=4).numpy()
+    assert image.shape == IMAGE_SHAPE
+    density = _normal_density(mus[-1], sigmas[-1])
+    assert helpers.red_curve_on_histogram(image, samples, density) > ON_PATH

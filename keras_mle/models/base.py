@@ -793,7 +793,7 @@ class MaximumLikelihoodModel(keras.Model):
                     self._components(*held_out),
                     batch_size=validation_batch_size or batch_size or 32,
                 )
-            self._prepare(x.shape, x[:1], None if y is None else y[:1])
+            self.prepare_training(x.shape, x[:1], None if y is None else y[:1])
             x = data_lib.array_dataset(
                 self._components(x, y, sample_weight),
                 batch_size=batch_size or 32,
@@ -802,7 +802,7 @@ class MaximumLikelihoodModel(keras.Model):
         else:
             self._check_stream(x, y, sample_weight, batch_size, validation_split)
         if validation_data is not None:
-            validation_data = self._validation_dataset(
+            validation_data = self.validation_dataset(
                 validation_data, validation_batch_size or batch_size or 32
             )
         initial_epoch = checkpoint.initial_epoch(callbacks, self, initial_epoch)
@@ -836,7 +836,7 @@ class MaximumLikelihoodModel(keras.Model):
         data_lib.check_optional_positive_int("steps", steps)
         if _is_in_memory(x):
             x, y, sample_weight = self.check_data(x, y, sample_weight)
-            self._prepare(x.shape, x[:1], None if y is None else y[:1])
+            self.prepare_training(x.shape, x[:1], None if y is None else y[:1])
             x = data_lib.array_dataset(
                 self._components(x, y, sample_weight), batch_size=batch_size or 32
             )
@@ -873,7 +873,7 @@ class MaximumLikelihoodModel(keras.Model):
             with self.distribute_strategy.scope():
                 self.build(tuple(shape))
 
-    def _prepare(self, shape, x_example, y_example):
+    def prepare_training(self, shape, x_example, y_example):
         """Builds the model, and any compiled metrics, before Keras' first step.
 
         Callbacks then see a built model in `on_train_begin`. The metrics are built here from
@@ -901,7 +901,7 @@ class MaximumLikelihoodModel(keras.Model):
         spec = x.element_spec
         if isinstance(spec, data_lib.EpochBatches.Spec):
             example = tf.zeros([1, *(d or 1 for d in spec.x.shape[2:])], spec.x.dtype)
-            self._prepare((None, *spec.x.shape[2:]), example, tf.zeros([1], spec.x.dtype))
+            self.prepare_training((None, *spec.x.shape[2:]), example, tf.zeros([1], spec.x.dtype))
             return
         x_spec = _x_spec(self, spec)
         for component in tf.nest.flatten(spec):
@@ -916,9 +916,15 @@ class MaximumLikelihoodModel(keras.Model):
             if y_spec is not None:
                 self._checked_target_shape(tf.zeros([1, *(d or 1 for d in y_spec.shape[1:])]))
         example = tf.zeros([1, *(d or 1 for d in x_spec.shape[1:])], x_spec.dtype)
-        self._prepare(x_spec.shape, example, tf.zeros([1], x_spec.dtype))
+        self.prepare_training(x_spec.shape, example, tf.zeros([1], x_spec.dtype))
 
-    def _validation_dataset(self, validation_data, batch_size):
+    def validation_dataset(self, validation_data, batch_size: int):
+        """`validation_data` as `fit` takes it, checked, as a dataset in the model's dtype.
+
+        Arrays `(x, y)` or `(x, y, sample_weight)` (for a model of a sample: `samples`,
+        `(samples, sample_weight)` or `(samples, None, sample_weight)`) are checked like the
+        training data, errors prefixed with `validation_data:`; a dataset is returned as is.
+        """
         if not _is_in_memory(validation_data):
             return validation_data
         if not isinstance(validation_data, (tuple, list)):

@@ -90,7 +90,7 @@ class LinearRegression(MaximumLikelihoodModel):
     def closed_form(self, x, y=None, sample_weight=None):
         """Ordinary (or weighted) least squares: `{"m", "b"}` (`keras_mle.closed_form.ols`)."""
         ols = closed_form_lib.ols(x, y, sample_weight)
-        return {name: ols[name] for name in self.parameter_names}
+        return {"m": ols["m"], "b": ols["b"]}
 
     def get_config(self):
         config = super().get_config()
