@@ -101,7 +101,7 @@ def main():
             results[f"xla {label}"].append(xla_epoch_seconds(cls, x, y, batch_size, epochs=6))
             results[f"fit {label}"].append(dataset_epoch_seconds(cls, dataset, epochs=6))
     print(f"N={n:,}, batches of {batch_size:,}; median per-epoch time over {args.rounds} rounds")
-    print(f"| path | with checks | without | overhead |\n|---|---:|---:|---:|")
+    print("| path | with checks | without | overhead |\n|---|---:|---:|---:|")
     for path in ("xla", "fit"):
         with_checks = np.median(results[f"{path} checked"])
         without = np.median(results[f"{path} unchecked"])

@@ -67,7 +67,10 @@ def main(verbose=True):
     # A sample centred at 1e6: float32 cannot even hold its spread, yet adapt + fit get it.
     samples = 1e6 + np.random.default_rng(1).normal(0.0, 0.01, 1000)
     sample_model = fit(
-        keras_mle.GaussianMLE(initial_mu=1.4, initial_sigma=1.3), samples, learning_rate=0.5, epochs=40
+        keras_mle.GaussianMLE(initial_mu=1.4, initial_sigma=1.3),
+        samples,
+        learning_rate=0.5,
+        epochs=40,
     )
     sample = keras_mle.inference(sample_model, samples)
     say(

@@ -104,37 +104,38 @@ def gaussian_sample(
 
 
 def stack_batches(x, y=None, sample_weight=None, *, batch_size: int, repeats: int = 1):
-    """Stacks the batches of one epoch into arrays of shape `(num_batches, batch_size, ...)`.
+    """The batches of one epoch as an `EpochBatches`: the full batches stacked, the last apart.
 
-    A last partial batch is padded with copies of the first rows given weight 0, which leaves
-    every step's weighted loss and gradient unchanged (the weights then always exist).
-    `repeats > 1` tiles the epoch: one pass over the result is `repeats` epochs.
+    `x[i]` of the result is full batch `i` (shape `(num_full, batch_size, ...)`), and `last_x`
+    the last, shorter batch when `batch_size` does not divide the rows (else `None`): the steps
+    are exactly those of `fit(x, y, batch_size=batch_size, shuffle=False)`. Nothing is padded
+    or copied `repeats` times: `repeats` is how many passes one `train_batches` call makes.
 
     Args:
         x, y, sample_weight: Checked arrays (as from `model.check_data`).
         batch_size: Rows per batch.
-        repeats: Epochs per pass. Defaults to `1`.
-
-    Returns:
-        `(x, y, sample_weight)` stacked; `y` is `None` when not given.
+        repeats: Epochs per call. Defaults to `1`.
     """
     check_positive_int("batch_size", batch_size)
     check_positive_int("repeats", repeats)
-    n = len(x)
-    pad = -n % batch_size
-    if pad or repeats > 1:
-        if sample_weight is None:
-            sample_weight = np.ones(n, dtype=x.dtype)
-        index = np.concatenate([np.arange(n), np.arange(pad) % n])
-        weight = np.concatenate([sample_weight, np.zeros(pad, sample_weight.dtype)])
-        x, y, sample_weight = x[index], None if y is None else y[index], weight
-    arrays = []
-    for a in (x, y, sample_weight):
-        if a is not None:
-            a = a.reshape(-1, batch_size, *a.shape[1:])
-            a = np.concatenate([a] * repeats) if repeats > 1 else a
-        arrays.append(a)
-    return tuple(arrays)
+    full = len(x) // batch_size * batch_size
+
+    def split(a):
+        if a is None:
+            return None, None
+        stacked = tf.constant(a[:full].reshape(-1, batch_size, *a.shape[1:]))
+        return stacked, (tf.constant(a[full:]) if full < len(a) else None)
+
+    (x, last_x), (y, last_y), (w, last_w) = split(x), split(y), split(sample_weight)
+    return EpochBatches(
+        x=x,
+        y=y,
+        sample_weight=w,
+        last_x=last_x,
+        last_y=last_y,
+        last_sample_weight=last_w,
+        repeats=tf.constant(repeats),
+    )
 
 
 def epoch_dataset(x, y=None, sample_weight=None, *, batch_size: int, repeats: int = 1):
@@ -149,8 +150,7 @@ def epoch_dataset(x, y=None, sample_weight=None, *, batch_size: int, repeats: in
     Each element is an `EpochBatches`, the explicit type by which `train_step` recognises it.
     Inputs must already be checked (`model.check_data(x, y, sample_weight)`).
     """
-    stacked = stack_batches(x, y, sample_weight, batch_size=batch_size, repeats=repeats)
-    element = EpochBatches(*(None if a is None else tf.constant(a) for a in stacked))
+    element = stack_batches(x, y, sample_weight, batch_size=batch_size, repeats=repeats)
     return tf.data.Dataset.from_tensors(element).repeat()
 
 
@@ -206,15 +206,20 @@ def array_dataset(arrays: tuple, *, batch_size: int, shuffle: bool = False):
 
 
 class EpochBatches(tf.experimental.ExtensionType):
-    """One whole epoch of stacked batches: `x[i]` is batch `i` (see `stack_batches`).
+    """`repeats` passes over the batches of one epoch (see `stack_batches`).
 
     The element type of `epoch_dataset`, by which `train_step` knows to run an in-graph loop
-    over the batches rather than one step.
+    (`train_batches`) rather than one step. `x[i]` is full batch `i`; `last_*` the last,
+    shorter batch, or `None`.
     """
 
     x: tf.Tensor
-    y: typing.Optional[tf.Tensor] = None  # noqa: UP045 (ExtensionType reads typing.Optional)
-    sample_weight: typing.Optional[tf.Tensor] = None  # noqa: UP045
+    y: typing.Optional[tf.Tensor]  # noqa: UP045 (ExtensionType reads typing.Optional)
+    sample_weight: typing.Optional[tf.Tensor]  # noqa: UP045
+    last_x: typing.Optional[tf.Tensor]  # noqa: UP045
+    last_y: typing.Optional[tf.Tensor]  # noqa: UP045
+    last_sample_weight: typing.Optional[tf.Tensor]  # noqa: UP045
+    repeats: tf.Tensor
 
 
 def check_array(name: str, value, *, dtype=None, ndim: tuple[int, ...] = (1, 2)) -> np.ndarray:

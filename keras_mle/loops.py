@@ -144,9 +144,8 @@ def train(
             order = np.random.permutation(n) if shuffle else slice(None)
             batches = [None if a is None else a[order] for a in (x, y, sample_weight)]
             if mode != "eager":
-                stacked = data_lib.stack_batches(*batches, batch_size=batch_size)
-                batches = [None if a is None else tf.constant(a) for a in stacked]
-        logs = run_epoch(model, *batches, batch_size, callback_list, steps)
+                batches = data_lib.stack_batches(*batches, batch_size=batch_size)
+        logs = run_epoch(model, batches, batch_size, callback_list, steps)
         logs = {name: float(value) for name, value in logs.items()}
         if validation_data is not None and not model.stop_training:
             results = model.evaluate(validation_data, verbose=0, return_dict=True)
@@ -164,7 +163,8 @@ def _epoch_logs(model):
     return {**model.get_metrics_result(), **model.parameter_logs()}
 
 
-def _eager_epoch(model, x, y, sample_weight, batch_size, callback_list, steps):
+def _eager_epoch(model, batches, batch_size, callback_list, steps):
+    x, y, sample_weight = batches
     model.reset_metrics()
     for step, start in enumerate(range(0, len(x), batch_size)):
         callback_list.on_train_batch_begin(step)
@@ -182,14 +182,14 @@ def _eager_epoch(model, x, y, sample_weight, batch_size, callback_list, steps):
 
 def _graph_epoch(model, jit_compile):
     @tf.function(jit_compile=jit_compile)
-    def train_epoch(x, y, sample_weight):
+    def train_epoch(batches):
         model.reset_metrics()
-        model.train_batches(x, y, sample_weight)
+        model.train_batches(batches)
         return _epoch_logs(model)
 
-    def run_epoch(model, x, y, sample_weight, batch_size, callback_list, steps):
+    def run_epoch(model, batches, batch_size, callback_list, steps):
         callback_list.on_train_batch_begin(steps - 1)
-        logs = train_epoch(x, y, sample_weight)
+        logs = train_epoch(batches)
         callback_list.on_train_batch_end(steps - 1, logs)
         return logs
 

@@ -277,18 +277,50 @@ def test_gaussian_mle_entry_points_refuse(entry, args, error, match):
 @pytest.mark.parametrize(
     "make, error, match",
     [
-        pytest.param(lambda: keras_mle.GaussianMLE(initial_sigma=0), ValueError, "^initial_sigma", id="mle-0"),
-        pytest.param(lambda: keras_mle.GaussianMLE(initial_sigma=-1.0), ValueError, "^initial_sigma", id="mle-neg"),
-        pytest.param(lambda: keras_mle.GaussianMLE(initial_sigma=np.nan), ValueError, "^initial_sigma", id="nan"),
-        pytest.param(lambda: keras_mle.GaussianMLE(initial_sigma=np.inf), ValueError, "^initial_sigma", id="inf"),
-        pytest.param(lambda: keras_mle.GaussianMLE(initial_sigma="big"), TypeError, "^initial_sigma", id="str"),
-        pytest.param(lambda: keras_mle.GaussianMLE(initial_mu=np.inf), ValueError, "^initial_mu", id="mu-inf"),
-        pytest.param(lambda: keras_mle.GaussianMLE(initial_mu="zero"), TypeError, "^initial_mu", id="mu-str"),
         pytest.param(
-            lambda: keras_mle.GaussianRegression(initial_sigma=-1), ValueError, "^initial_sigma", id="reg-neg"
+            lambda: keras_mle.GaussianMLE(initial_sigma=0), ValueError, "^initial_sigma", id="mle-0"
         ),
         pytest.param(
-            lambda: keras_mle.GaussianRegression(initial_sigma=0.0), ValueError, "^initial_sigma", id="reg-0"
+            lambda: keras_mle.GaussianMLE(initial_sigma=-1.0),
+            ValueError,
+            "^initial_sigma",
+            id="mle-neg",
+        ),
+        pytest.param(
+            lambda: keras_mle.GaussianMLE(initial_sigma=np.nan),
+            ValueError,
+            "^initial_sigma",
+            id="nan",
+        ),
+        pytest.param(
+            lambda: keras_mle.GaussianMLE(initial_sigma=np.inf),
+            ValueError,
+            "^initial_sigma",
+            id="inf",
+        ),
+        pytest.param(
+            lambda: keras_mle.GaussianMLE(initial_sigma="big"),
+            TypeError,
+            "^initial_sigma",
+            id="str",
+        ),
+        pytest.param(
+            lambda: keras_mle.GaussianMLE(initial_mu=np.inf), ValueError, "^initial_mu", id="mu-inf"
+        ),
+        pytest.param(
+            lambda: keras_mle.GaussianMLE(initial_mu="zero"), TypeError, "^initial_mu", id="mu-str"
+        ),
+        pytest.param(
+            lambda: keras_mle.GaussianRegression(initial_sigma=-1),
+            ValueError,
+            "^initial_sigma",
+            id="reg-neg",
+        ),
+        pytest.param(
+            lambda: keras_mle.GaussianRegression(initial_sigma=0.0),
+            ValueError,
+            "^initial_sigma",
+            id="reg-0",
         ),
     ],
 )
@@ -316,7 +348,10 @@ def test_add_parameter_refuses_non_positive_initial_value():
         pytest.param(lambda: data.noisy_line(n=2.5), ValueError, "^n must be a positive", id="n"),
         pytest.param(lambda: data.noisy_line(n=True), ValueError, "^n must be a positive", id="b"),
         pytest.param(
-            lambda: data.noisy_line(noise=-0.1), ValueError, "^noise must be a finite number >= 0", id="z"
+            lambda: data.noisy_line(noise=-0.1),
+            ValueError,
+            "^noise must be a finite number >= 0",
+            id="z",
         ),
         pytest.param(lambda: data.noisy_line(m=np.nan), ValueError, "^m must be finite", id="m"),
         pytest.param(
@@ -324,10 +359,16 @@ def test_add_parameter_refuses_non_positive_initial_value():
         ),
         pytest.param(lambda: data.noisy_line(m="one"), TypeError, "^m must be a number", id="m-s"),
         pytest.param(
-            lambda: data.gaussian_sample(sigma=0), ValueError, "^sigma must be a finite number > 0", id="sigma0"
+            lambda: data.gaussian_sample(sigma=0),
+            ValueError,
+            "^sigma must be a finite number > 0",
+            id="sigma0",
         ),
         pytest.param(
-            lambda: data.gaussian_sample(sigma=-1), ValueError, "^sigma must be a finite number > 0", id="sigma-"
+            lambda: data.gaussian_sample(sigma=-1),
+            ValueError,
+            "^sigma must be a finite number > 0",
+            id="sigma-",
         ),
         pytest.param(
             lambda: data.gaussian_sample(mu=np.nan), ValueError, "^mu must be finite", id="mu"

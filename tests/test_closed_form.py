@@ -1,5 +1,6 @@
 """Closed-form estimates against NumPy, statsmodels and scipy."""
 
+import helpers
 import numpy as np
 import pytest
 import scipy.stats
@@ -14,10 +15,8 @@ RTOL = 1e-10
 
 @pytest.fixture
 def plane():
-    rng = np.random.default_rng(11)
-    x = rng.normal(size=(200, 3))
-    y = x @ np.array([0.5, -2.0, 3.0]) + 1.5 + rng.normal(scale=0.3, size=200)
-    return x.astype(np.float32), y.astype(np.float32)
+    """Three features: `y = x @ [0.5, -2, 3] + 1.5` plus N(0, 0.3^2) noise, 200 rows, float32."""
+    return helpers.plane(200, seed=11, slopes=(0.5, -2.0, 3.0), intercept=1.5)
 
 
 def test_ols_matches_lstsq(line):

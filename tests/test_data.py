@@ -74,39 +74,32 @@ def test_gaussian_sample_moments():
     assert abs(samples.std() - 1.0) < 5 / np.sqrt(2 * n)
 
 
-def test_stack_batches_pads_the_last_batch_with_zero_weights():
-    x = np.arange(10, dtype=np.float32)
-    y = 10 * x
-    xs, ys, ws = data.stack_batches(x, y, batch_size=4)
-    assert xs.shape == ys.shape == ws.shape == (3, 4)
-    np.testing.assert_array_equal(xs.ravel(), [0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 0, 1])
-    np.testing.assert_array_equal(ys.ravel(), 10 * xs.ravel())
-    np.testing.assert_array_equal(ws.ravel(), [1] * 10 + [0, 0])
+def test_stack_batches_keeps_the_last_batch_apart():
+    x = np.arange(10.0)
+    w = np.arange(10.0) + 1
+    batches = data.stack_batches(x, 2 * x, w, batch_size=4, repeats=3)
+    np.testing.assert_array_equal(batches.x.numpy(), [[0, 1, 2, 3], [4, 5, 6, 7]])
+    np.testing.assert_array_equal(batches.y.numpy(), 2 * batches.x.numpy())
+    np.testing.assert_array_equal(batches.last_x.numpy(), [8, 9])
+    np.testing.assert_array_equal(batches.last_sample_weight.numpy(), [9, 10])
+    assert int(batches.repeats) == 3
 
 
-def test_stack_batches_keeps_weights_and_repeats_epochs():
-    x = np.arange(6, dtype=np.float32).reshape(6, 1)
-    w = np.array([1, 2, 3, 4, 5, 6], dtype=np.float32)
-    xs, ys, ws = data.stack_batches(x, None, w, batch_size=3, repeats=2)
-    assert ys is None
-    assert xs.shape == (4, 3, 1)
-    np.testing.assert_array_equal(xs[:2], xs[2:])
-    np.testing.assert_array_equal(ws.ravel(), np.tile(w, 2))
-
-
-def test_stack_batches_without_padding_adds_no_weights():
-    x = np.arange(8, dtype=np.float32)
-    xs, ys, ws = data.stack_batches(x, x, batch_size=4)
-    assert xs.shape == (2, 4)
-    assert ws is None
+def test_stack_batches_without_a_remainder_or_targets():
+    batches = data.stack_batches(np.arange(8.0), batch_size=4)
+    assert batches.x.shape == (2, 4)
+    assert batches.y is None and batches.sample_weight is None and batches.last_x is None
+    # Fewer rows than a batch: no full batch, one short one.
+    short = data.stack_batches(np.arange(3.0), batch_size=4)
+    assert short.x.shape == (0, 4) and short.last_x.shape == (3,)
 
 
 def test_epoch_dataset_element_is_one_epoch():
     x, y = data.noisy_line(n=10)
     element = next(iter(data.epoch_dataset(x, y, batch_size=4)))
     assert isinstance(element, data.EpochBatches)
-    assert element.x.shape == element.y.shape == (3, 4)
-    np.testing.assert_array_equal(element.sample_weight.numpy().ravel()[-2:], [0, 0])
+    assert element.x.shape == element.y.shape == (2, 4)
+    assert element.last_x.shape == (2,)
 
 
 @pytest.mark.parametrize("dtype", [np.int64, np.bool_])

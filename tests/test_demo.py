@@ -70,5 +70,6 @@ def test_demo_tables_agree_with_closed_form(demo_run, title, reference):
         assert closed == pytest.approx(float(value), abs=1e-6)
         assert len(estimates) == len(demo.MODES)
         for estimate in estimates:
-            # At least 4 significant digits of the closed-form MLE (the brief's "done" bar).
+            # 5e-5 relative: at least 4 significant digits of the closed-form MLE in every mode,
+            # a bar float32 fits run to convergence clear with room (float32 holds ~7 digits).
             assert estimate == pytest.approx(float(value), rel=5e-5)

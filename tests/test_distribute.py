@@ -7,7 +7,7 @@ per-replica mean would double every step on two replicas) where Adam would hide 
 import keras
 import numpy as np
 import pytest
-import tensorflow as tf
+from helpers import built
 
 import keras_mle
 from keras_mle import data
@@ -33,10 +33,20 @@ CASES = [
     pytest.param(keras_mle.LinearRegression, {}, 100, 32, 0.5, id="linear-uneven-last"),
     # Batches of 50, 50 and a last one of 1 row: one replica gets no data at all.
     pytest.param(
-        keras_mle.GaussianRegression, {"sigma": 0.5}, 101, 50, 0.02, id="regression-one-row-last"
+        keras_mle.GaussianRegression,
+        {"initial_sigma": 0.5},
+        101,
+        50,
+        0.02,
+        id="regression-one-row-last",
     ),
     pytest.param(
-        keras_mle.GaussianMLE, {"mu": 1.4, "sigma": 1.3}, 1001, 250, 0.5, id="mle-one-row-last"
+        keras_mle.GaussianMLE,
+        {"initial_mu": 1.4, "initial_sigma": 1.3},
+        1001,
+        250,
+        0.5,
+        id="mle-one-row-last",
     ),
 ]
 
@@ -53,13 +63,11 @@ def test_mirrored_fit_matches_one_device(strategy, cls, kwargs, n, batch_size, l
     x = arrays[0]
     weights = np.random.default_rng(1).uniform(0.5, 2.0, size=n).astype(np.float32)
 
-    single = cls(**kwargs)
-    single(x[:2])
+    single = built(cls(**kwargs), x)
     init = single.get_weights()
     single.compile(optimizer=keras.optimizers.SGD(lr))
     with strategy.scope():
-        mirrored = cls(**kwargs)
-        mirrored(x[:2])
+        mirrored = built(cls(**kwargs), x)
         mirrored.set_weights(init)
         mirrored.compile(optimizer=keras.optimizers.SGD(lr))
     assert mirrored.distribute_strategy is strategy
@@ -85,8 +93,7 @@ def test_mirrored_fit_matches_one_device(strategy, cls, kwargs, n, batch_size, l
 def test_epoch_dataset_under_strategy_is_refused_clearly(strategy):
     x, y = data.noisy_line(n=20, seed=0)
     with strategy.scope():
-        model = keras_mle.LinearRegression()
-        model(x[:2])
+        model = built(keras_mle.LinearRegression(), x)
         model.compile(optimizer=keras.optimizers.SGD(0.1))
     before = model.get_weights()
     dataset = data.epoch_dataset(*model.check_data(x, y), batch_size=10)

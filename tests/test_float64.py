@@ -1,8 +1,9 @@
 """float64 end to end, and badly scaled data through the documented workflow (adapt, then fit).
 
 Results are checked against float64 closed forms at ~1e-10 or tighter: float32 rounding anywhere
-on the way (the data adapter casting inputs to float32, a float32 constant, a float32 metric)
-shows up as errors of 1e-8 or more.
+on the way (data cast to float32 on their way to Keras, a float32 constant, a float32 metric)
+shows up as errors of 1e-8 or more. `fit_steps(..., path="arrays")` trains through plain
+`fit()` on NumPy arrays, the path on which such a cast would happen.
 """
 
 import json
@@ -13,20 +14,9 @@ import textwrap
 import keras
 import numpy as np
 import pytest
+from helpers import fit_steps
 
 import keras_mle
-
-
-def tiled_fit(model, x, y=None, *, steps):
-    """`steps` full-batch steps in one epoch of plain `fit(numpy)`: the data repeated `steps` times.
-
-    Each batch is then exactly the whole data set, so this is full-batch gradient descent through
-    Keras' own NumPy data adapter (the path that casts to float32 unless told otherwise).
-    """
-    reps = (steps,) + (1,) * (np.ndim(x) - 1)
-    xs = np.tile(x, reps)
-    ys = None if y is None else np.tile(y, steps)
-    return model.fit(xs, ys, batch_size=len(x), epochs=1, shuffle=False, verbose=0)
 
 
 @pytest.fixture(scope="module")
@@ -70,9 +60,8 @@ def test_set_floatx_before_models_in_a_fresh_process():
 
 def test_per_model_float64_keeps_float64_data(offset_sample):
     assert keras.config.floatx() == "float32"
-    model = keras_mle.GaussianMLE(mu=1000.0, sigma=1.0, dtype="float64")
-    model.compile(optimizer=keras.optimizers.SGD(0.5))
-    tiled_fit(model, offset_sample, steps=60)
+    model = keras_mle.GaussianMLE(initial_mu=1000.0, initial_sigma=1.0, dtype="float64")
+    fit_steps(model, offset_sample, optimizer=keras.optimizers.SGD(0.5), steps=60, path="arrays")
     reference = keras_mle.closed_form.gaussian_mle(offset_sample)
     assert model.params["mu"].dtype == np.float64
     # float32 data would move the mean by ~1e-6 (1e-9 relative).
@@ -85,11 +74,11 @@ def test_per_model_float64_keeps_float64_data(offset_sample):
     )
     prediction = model.predict(offset_sample[:3], verbose=0)
     assert prediction.dtype == np.float64 and prediction[0] == model.params["mu"]
-    assert keras.config.floatx() == "float32"  # restored after fit/evaluate/predict
+    assert keras.config.floatx() == "float32"  # no global switch: the data came as float64
 
 
 def test_per_model_float64_custom_loop_matches_fit(offset_sample):
-    model = keras_mle.GaussianMLE(mu=1000.0, sigma=1.0, dtype="float64")
+    model = keras_mle.GaussianMLE(initial_mu=1000.0, initial_sigma=1.0, dtype="float64")
     keras_mle.loops.train(
         model,
         offset_sample,
@@ -102,14 +91,33 @@ def test_per_model_float64_custom_loop_matches_fit(offset_sample):
     assert model.params["mu"] == pytest.approx(np.mean(offset_sample), rel=1e-13)
 
 
+def test_integer_data_reach_the_model_as_float64():
+    """Integers near 2**30 are exact in float64 but 128 apart in float32: no float32 on the way."""
+    rng = np.random.default_rng(6)
+    x = 2**30 + np.arange(100, dtype=np.int64)
+    y = 3 * (x - 2**30) + rng.integers(-5, 6, size=100)
+    model = keras_mle.LinearRegression(dtype="float64").adapt(x, y)
+    checked, targets, _ = model.check_data(x, y)
+    assert checked.dtype == targets.dtype == np.float64
+    np.testing.assert_array_equal(checked - 2.0**30, np.arange(100.0))
+    # Adapted, the squared error's Hessian is 2 I: one full-batch SGD(0.5) step is the OLS fit,
+    # up to float64 rounding (1e-12 leaves room for the intercept's extrapolation to x = 0).
+    fit_steps(model, x, y, optimizer=keras.optimizers.SGD(0.5), steps=1, path="arrays")
+    reference = keras_mle.closed_form.ols(x, y)
+    np.testing.assert_allclose(model.params["m"], reference["m"], rtol=1e-12)
+    assert model.params["b"] == pytest.approx(reference["b"], rel=1e-12)
+    # Predictions of 0..300 are differences of terms near 3.2e9 (float64 spacing 5e-7).
+    fitted = x * reference["m"][0] + reference["b"]
+    np.testing.assert_allclose(model.predict(x, verbose=0), fitted, rtol=0, atol=1e-5)
+
+
 # ---------------------------------------------------------------------------- badly scaled data
 @pytest.mark.parametrize("dtype", ["float64", "float32"])
 def test_large_offset_sample(dtype):
     """A sample centred at 1e6 with spread 0.01: float32 spacing there is 0.06, wider than that."""
     samples = 1e6 + np.random.default_rng(1).normal(0.0, 0.01, 1000)
-    model = keras_mle.GaussianMLE(mu=1.4, sigma=1.3, dtype=dtype).adapt(samples)
-    model.compile(optimizer=keras.optimizers.SGD(0.5))
-    tiled_fit(model, samples, steps=40)
+    model = keras_mle.GaussianMLE(initial_mu=1.4, initial_sigma=1.3, dtype=dtype).adapt(samples)
+    fit_steps(model, samples, optimizer=keras.optimizers.SGD(0.5), steps=40, path="arrays")
     mean, std = np.mean(samples), np.std(samples)
     tolerance = {"float64": 1e-11, "float32": 1e-6}[dtype]  # relative to the spread
     assert abs(model.params["mu"] - mean) < tolerance * std
@@ -161,8 +169,7 @@ def test_gaussian_regression_loss_in_user_units():
     x, y = x.astype(np.float64), 1e4 * y.astype(np.float64)
     model = keras_mle.GaussianRegression(dtype="float64").adapt(x, y)
     reference = keras_mle.closed_form.ols(x, y)
-    model.compile(optimizer=keras.optimizers.SGD(0.2))
-    tiled_fit(model, x, y, steps=100)
+    fit_steps(model, x, y, optimizer=keras.optimizers.SGD(0.2), steps=100, path="arrays")
     nll = keras_mle.losses.gaussian_nll(
         y, x * reference["m"][0] + reference["b"], reference["sigma"]
     )
@@ -193,10 +200,10 @@ def test_adapt_is_saved_with_the_model(tmp_path):
 
 def test_adapt_reset_reads_initial_values_in_adapted_units():
     samples = 1e6 + np.arange(10.0)
-    model = keras_mle.GaussianMLE(mu=0.0, sigma=1.0, dtype="float64").adapt(samples)
+    model = keras_mle.GaussianMLE(initial_mu=0.0, initial_sigma=1.0, dtype="float64").adapt(samples)
     assert model.params["mu"] == pytest.approx(np.mean(samples), rel=1e-15)
     assert model.params["sigma"] == pytest.approx(np.std(samples), rel=1e-15)
-    kept = keras_mle.GaussianMLE(mu=3.0, sigma=2.0, dtype="float64")
+    kept = keras_mle.GaussianMLE(initial_mu=3.0, initial_sigma=2.0, dtype="float64")
     kept.adapt(samples, reset=False)
     assert kept.params["mu"] == pytest.approx(3.0, rel=1e-12)
     assert kept.params["sigma"] == pytest.approx(2.0, rel=1e-12)

@@ -4,15 +4,13 @@ Expected numbers come from outside the package: a float64 NumPy gradient descent
 from the formulas, statsmodels, scipy, and the closed forms checked in test_closed_form.py.
 """
 
-import importlib.util
-import sys
-from pathlib import Path
-
+import helpers
 import keras
 import numpy as np
 import pytest
 import scipy.stats
 import statsmodels.api as sm
+from helpers import built, fit_steps, load_example
 
 import keras_mle
 from keras_mle import closed_form, data
@@ -28,36 +26,11 @@ SAME_STEPS_ATOL = 1e-6
 # Float32 values of order 1 computed two ways (model vs float64 NumPy on its parameters).
 F32_RTOL = 1e-6
 
-EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
-
 
 @pytest.fixture(scope="module")
 def plane():
-    rng = np.random.default_rng(11)
-    x = rng.normal(size=(200, 3))
-    y = x @ np.array([0.5, -2.0, 3.0]) + 1.5 + rng.normal(scale=0.3, size=200)
-    return x.astype(np.float32), y.astype(np.float32)
-
-
-def built(model, x):
-    model(x[:2])
-    return model
-
-
-def fit_fast(model, x, y=None, sample_weight=None, *, optimizer, steps, batch_size=None):
-    """`steps` optimizer steps through the fast path: two Keras epochs of `epoch_dataset`.
-
-    Without XLA: for a few hundred steps at N=100 its compile time costs more than it saves.
-    """
-    batch_size = batch_size or len(x)
-    batches = -(-len(x) // batch_size)
-    repeats = steps // (2 * batches)
-    assert steps == 2 * batches * repeats
-    model.compile(optimizer=optimizer, jit_compile=False)
-    dataset = data.epoch_dataset(x, y, sample_weight, batch_size=batch_size, repeats=repeats)
-    model.fit(dataset, steps_per_epoch=1, epochs=2, shuffle=False, verbose=0)
-    assert int(model.optimizer.iterations) == steps
-    return model
+    """Three features: `y = x @ [0.5, -2, 3] + 1.5` plus N(0, 0.3^2) noise, 200 rows."""
+    return helpers.plane(200, seed=11, slopes=(0.5, -2.0, 3.0), intercept=1.5)
 
 
 def numpy_gradient_descent(kind, params, x, y=None, w=None, *, lr, epochs, batch_size=None):
@@ -178,7 +151,7 @@ def test_weighted_fit_takes_the_weighted_steps(line):
 
 def test_linear_regression_recovers_the_line(line):
     x, y = line
-    model = fit_fast(
+    model = fit_steps(
         built(keras_mle.LinearRegression(), x), x, y, optimizer=keras.optimizers.SGD(0.7), steps=300
     )
     ols = closed_form.ols(x, y)
@@ -215,7 +188,7 @@ def test_gaussian_mle_recovers_the_sample_from_the_articles_start(samples):
 def test_gaussian_regression_converges_to_ols(line, optimizer):
     x, y = line
     model = built(keras_mle.GaussianRegression(initial_sigma=0.3), x)
-    fit_fast(model, x, y, optimizer=optimizer(), steps=1000)
+    fit_steps(model, x, y, optimizer=optimizer(), steps=1000)
     ols = closed_form.ols(x, y)
     np.testing.assert_allclose(model.params["m"], ols["m"], rtol=CONVERGED_RTOL)
     np.testing.assert_allclose(model.params["b"], ols["b"], rtol=CONVERGED_RTOL)
@@ -229,7 +202,7 @@ def test_multi_feature_linear_regression_matches_ols(plane):
     x, y = plane
     model = built(keras_mle.LinearRegression(), x)
     assert model.params["m"].shape == (3,)
-    fit_fast(model, x, y, optimizer=keras.optimizers.SGD(0.3), steps=200)
+    fit_steps(model, x, y, optimizer=keras.optimizers.SGD(0.3), steps=200)
     result = sm.OLS(y.astype(np.float64), sm.add_constant(x.astype(np.float64))).fit()
     np.testing.assert_allclose(model.params["m"], result.params[1:], rtol=CONVERGED_RTOL)
     np.testing.assert_allclose(model.params["b"], result.params[0], rtol=CONVERGED_RTOL)
@@ -238,7 +211,7 @@ def test_multi_feature_linear_regression_matches_ols(plane):
 def test_multi_feature_gaussian_regression_matches_ols(plane):
     x, y = plane
     model = built(keras_mle.GaussianRegression(initial_sigma=0.5), x)
-    fit_fast(model, x, y, optimizer=keras.optimizers.SGD(0.02), steps=1000)
+    fit_steps(model, x, y, optimizer=keras.optimizers.SGD(0.02), steps=1000)
     ols = closed_form.ols(x, y)
     for k in ("m", "b", "sigma"):
         np.testing.assert_allclose(model.params[k], ols[k], rtol=CONVERGED_RTOL)
@@ -268,9 +241,10 @@ def test_integer_weights_equal_repeated_rows(line):
 def test_weighted_fit_converges_to_wls(line, cls):
     x, y = line
     w = np.random.default_rng(6).uniform(0.2, 3.0, size=len(x)).astype(np.float32)
-    model = built(cls(), x) if cls is keras_mle.LinearRegression else built(cls(initial_sigma=0.3), x)
-    lr = 0.7 if cls is keras_mle.LinearRegression else 0.03
-    fit_fast(model, x, y, w, optimizer=keras.optimizers.SGD(lr), steps=1000)
+    linear = cls is keras_mle.LinearRegression
+    model = built(cls() if linear else cls(initial_sigma=0.3), x)
+    lr = 0.7 if linear else 0.03
+    fit_steps(model, x, y, w, optimizer=keras.optimizers.SGD(lr), steps=1000)
     result = sm.WLS(y.astype(np.float64), sm.add_constant(x.astype(np.float64)), weights=w).fit()
     np.testing.assert_allclose(model.params["m"], result.params[1:], rtol=CONVERGED_RTOL)
     np.testing.assert_allclose(model.params["b"], result.params[0], rtol=CONVERGED_RTOL)
@@ -306,7 +280,7 @@ def test_weighted_gaussian_mle_fit_and_evaluate_use_the_weights(samples):
 
 def test_weighted_gaussian_mle_converges_to_weighted_moments(samples):
     w = np.random.default_rng(7).integers(1, 4, size=len(samples)).astype(np.float32)
-    model = fit_fast(
+    model = fit_steps(
         keras_mle.GaussianMLE(initial_mu=1.4, initial_sigma=1.3),
         samples,
         None,
@@ -341,7 +315,7 @@ def test_evaluate_is_the_mean_nll(samples):
 def test_evaluate_gaussian_regression_at_the_fit(line):
     x, y = line
     model = built(keras_mle.GaussianRegression(initial_sigma=0.3), x)
-    fit_fast(model, x, y, optimizer=keras.optimizers.SGD(0.03), steps=1000)
+    fit_steps(model, x, y, optimizer=keras.optimizers.SGD(0.03), steps=1000)
     p = model.params
     mean = p["m"][0] * x.astype(np.float64) + p["b"]
     expected = -np.sum(scipy.stats.norm.logpdf(y, mean, p["sigma"])) / len(x)
@@ -522,16 +496,6 @@ def test_epoch_dataset_takes_the_same_steps_as_fit(n, batch_size):
 
 
 # ---------------------------------------------------------------- a user-written model
-
-
-def load_example(name):
-    """Imports `examples/<name>.py` once per process (its class registers for serialization)."""
-    if name not in sys.modules:
-        spec = importlib.util.spec_from_file_location(name, EXAMPLES / f"{name}.py")
-        module = importlib.util.module_from_spec(spec)
-        sys.modules[name] = module
-        spec.loader.exec_module(module)
-    return sys.modules[name]
 
 
 def test_poisson_example_matches_statsmodels_glm(tmp_path):

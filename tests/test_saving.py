@@ -6,7 +6,6 @@ Equal parameters then show that weights, optimizer slots, iteration count, learn
 compile config all survived.
 """
 
-import importlib.util
 import json
 import os
 import subprocess
@@ -17,6 +16,7 @@ from pathlib import Path
 import keras
 import numpy as np
 import pytest
+from helpers import load_example
 
 import keras_mle
 from keras_mle import data
@@ -63,20 +63,10 @@ CHILD = textwrap.dedent(
 )
 
 
-def _load_example():
-    name = "poisson_regression"
-    if name not in sys.modules:
-        spec = importlib.util.spec_from_file_location(name, EXAMPLE)
-        module = importlib.util.module_from_spec(spec)
-        sys.modules[name] = module
-        spec.loader.exec_module(module)
-    return sys.modules[name]
-
-
 def _cases():
     x, y = data.noisy_line(m=1.0, b=2.0, n=100, noise=0.15, seed=0)
     samples = data.gaussian_sample(mu=2.0, sigma=1.0, n=1000, seed=0)
-    poisson = _load_example()
+    poisson = load_example("poisson_regression")
     xp, yp = poisson.simulate(n=200, seed=1)
     return {
         # name: (model, data, optimizer); Adam so that its slots must survive too.
@@ -86,12 +76,12 @@ def _cases():
             keras.optimizers.Adam(0.05),
         ),
         "gaussian_mle": (
-            keras_mle.GaussianMLE(mu=1.4, sigma=1.3),
+            keras_mle.GaussianMLE(initial_mu=1.4, initial_sigma=1.3),
             (samples,),
             keras.optimizers.Adam(0.05, amsgrad=True),
         ),
         "gaussian_regression": (
-            keras_mle.GaussianRegression(sigma=0.5),
+            keras_mle.GaussianRegression(initial_sigma=0.5),
             (x, y),
             keras.optimizers.Adam(0.02),
         ),
@@ -177,7 +167,7 @@ def test_training_on_after_reload_equals_training_on(reloaded, name):
 
 def test_in_process_round_trip_keeps_predictions(tmp_path):
     x, y = data.noisy_line(n=50, seed=2)
-    model = keras_mle.GaussianRegression(sigma=0.4)
+    model = keras_mle.GaussianRegression(initial_sigma=0.4)
     model.compile(optimizer=keras.optimizers.SGD(0.02))
     model.fit(x, y, batch_size=50, epochs=2, verbose=0)
     model.save(tmp_path / "model.keras")
@@ -189,7 +179,7 @@ def test_in_process_round_trip_keeps_predictions(tmp_path):
 
 def test_unbuilt_model_saves_and_loads(tmp_path):
     # GaussianMLE holds its variables from construction: no data needed before saving.
-    model = keras_mle.GaussianMLE(mu=0.5, sigma=2.0)
+    model = keras_mle.GaussianMLE(initial_mu=0.5, initial_sigma=2.0)
     model.save(tmp_path / "g.keras")
     restored = keras.models.load_model(tmp_path / "g.keras")
     np.testing.assert_allclose(restored.params["mu"], 0.5)

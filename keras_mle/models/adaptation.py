@@ -199,7 +199,7 @@ class Adaptation:
 
     def to_user(self, params: dict, roles: dict) -> dict:
         """Natural working-space values -> natural user-unit values (float64 tensors)."""
-        params = {name: tf.cast(value, tf.float64) for name, value in params.items()}
+        params = {name: _float64(value) for name, value in params.items()}
         result = dict(params)
         slope = None
         for name, role in roles.items():
@@ -218,7 +218,7 @@ class Adaptation:
 
     def to_working(self, params: dict, roles: dict) -> dict:
         """The inverse of `to_user` (float64 tensors)."""
-        params = {name: tf.cast(value, tf.float64) for name, value in params.items()}
+        params = {name: _float64(value) for name, value in params.items()}
         result = dict(params)
         slope = None
         for name, role in roles.items():
@@ -237,3 +237,8 @@ class Adaptation:
             elif role == "scale":
                 result[name] = params[name] / self.y_scale
         return result
+
+
+def _float64(value):
+    # tf.cast would convert a Python float to float32 first (0.1 -> 0.10000000149).
+    return tf.cast(tf.convert_to_tensor(value, dtype_hint=tf.float64), tf.float64)

@@ -602,7 +602,7 @@ class MaximumLikelihoodModel(keras.Model):
                     "x: keras_mle.data.epoch_dataset is a single-device fast path; under a "
                     "tf.distribute strategy pass the arrays to fit(x, y) instead."
                 )
-            self.train_batches(data.x, data.y, data.sample_weight)
+            self.train_batches(data)
         else:
             self.apply_step(*self._unpack(data))
         return {**self._metric_results(), **self.parameter_logs()}
@@ -619,31 +619,43 @@ class MaximumLikelihoodModel(keras.Model):
         _, gradients, sample_losses, weights = self.compute_loss_and_gradients(
             x, y, sample_weight, scale_loss=loss_scale
         )
-
+        # Metrics see the prediction the loss saw: before the update, as in Keras' train_step.
+        predictions = self._metric_inputs(x, y)
         apply_if(ok, lambda g: self.optimizer.apply(g, self.trainable_variables), gradients)
-        tf.cond(ok, lambda: self._update_metrics(x, y, sample_losses, weights), lambda: None)
+        tf.cond(ok, lambda: self._update_metrics(sample_losses, weights, predictions), lambda: None)
 
-    def train_batches(self, x, y=None, sample_weight=None):
-        """One `apply_step` per slice `x[i]` of stacked batches, in a `tf.while_loop`.
+    def train_batches(self, batches):
+        """One `apply_step` per batch of a `keras_mle.data.EpochBatches`, in `tf.while_loop`s.
 
-        `x` has shape `(num_batches, batch_size, ...)` (see `keras_mle.data.stack_batches`). Used
-        in-graph by the `"function"`/`"xla"` loops and, through `keras_mle.data.epoch_dataset`,
-        by `fit()` so that a whole epoch is one compiled call. The loop ends early at a batch
-        that fails the input checks.
+        `batches.repeats` passes over the full batches `batches.x[i]` and the last, shorter
+        batch. Used in-graph by the `"function"`/`"xla"` loops and, through
+        `keras_mle.data.epoch_dataset`, by `fit()`, so that whole epochs are one compiled call.
+        The loops end early at a batch that fails the input checks.
         """
 
-        def body(i):
-            self.apply_step(
-                x[i],
-                None if y is None else y[i],
-                None if sample_weight is None else sample_weight[i],
-            )
+        def take(a, i):
+            return None if a is None else a[i]
+
+        def step(i):
+            self.apply_step(take(batches.x, i), take(batches.y, i), take(batches.sample_weight, i))
             return (i + 1,)
 
-        def more(i):
-            return tf.logical_and(i < tf.shape(x)[0], self.train_input_check.clean())
+        def epoch(e):
+            clean = self.train_input_check.clean
+            tf.while_loop(
+                lambda i: tf.logical_and(i < tf.shape(batches.x)[0], clean()),
+                step,
+                (tf.constant(0),),
+            )
+            if batches.last_x is not None:
+                self.apply_step(batches.last_x, batches.last_y, batches.last_sample_weight)
+            return (e + 1,)
 
-        tf.while_loop(more, body, (tf.constant(0),))
+        tf.while_loop(
+            lambda e: tf.logical_and(e < batches.repeats, self.train_input_check.clean()),
+            epoch,
+            (tf.constant(0),),
+        )
 
     def test_step(self, data):
         x, y, sample_weight = self._unpack(data)
@@ -652,9 +664,10 @@ class MaximumLikelihoodModel(keras.Model):
         x_t, y_t = self.working_data(x, y)
         sample_losses = self.sample_loss(self.params_tensors(), x_t, y_t)
         _, weights = self._normalize(sample_losses, sample_weight)
+        predictions = self._metric_inputs(x, y)
         tf.cond(
             ok,
-            lambda: self._update_metrics(x, y, self.user_losses(sample_losses), weights),
+            lambda: self._update_metrics(self.user_losses(sample_losses), weights, predictions),
             lambda: None,
         )
         return self._metric_results()
@@ -663,11 +676,23 @@ class MaximumLikelihoodModel(keras.Model):
         x, _, _ = keras.utils.unpack_x_y_sample_weight(data)
         return self.call(x)
 
-    def _update_metrics(self, x, y, sample_losses, weights):
+    def _metric_inputs(self, x, y):
+        """`(x, targets, predictions)` for the compiled metrics, or `None` when there are none.
+
+        Targets (for a model of a sample: the sample) and mean predictions go in as `(B, 1)`
+        columns: Keras' mean metrics average over the last axis, so `(B,)` vectors would make
+        every batch a single value and the epoch an unweighted mean of batch means.
+        """
+        if len(self.metrics) == 1:
+            return None
+        targets = _flat_targets(y if self.takes_targets else x)
+        return x, targets[:, None], self.call(x)[:, None]
+
+    def _update_metrics(self, sample_losses, weights, predictions):
         self.loss_tracker.update_state(sample_losses, sample_weight=weights)
-        if len(self.metrics) > 1:
-            targets = y if self.takes_targets else x
-            self.compute_metrics(x, _flat_targets(targets), self.call(x), sample_weight=weights)
+        if predictions is not None:
+            x, targets, means = predictions
+            self.compute_metrics(x, targets, means, sample_weight=weights)
 
     def _metric_results(self):
         """`get_metrics_result()`, made global under `tf.distribute`.
@@ -860,7 +885,9 @@ class MaximumLikelihoodModel(keras.Model):
             self._build_from_shape(x.shape)
             x = data_lib.array_dataset((x,), batch_size=batch_size or 32)
         elif isinstance(x, tf.data.Dataset):
-            self._build_from_shape(_x_spec(self, x.element_spec).shape)
+            shape = _x_spec(self, x.element_spec).shape
+            self.check_input_shape(shape)
+            self._build_from_shape(shape)
         return super().predict(x, verbose=verbose, steps=steps, callbacks=callbacks)
 
     def _components(self, x, y, sample_weight):
@@ -883,9 +910,8 @@ class MaximumLikelihoodModel(keras.Model):
         """
         self._build_from_shape(shape)
         if len(self.metrics) > 1 and self.distribute_strategy.num_replicas_in_sync == 1:
-            x = tf.constant(x_example)
-            targets = y_example if self.takes_targets else x_example
-            self.compute_metrics(x, _flat_targets(tf.constant(targets)), self.call(x))
+            y = None if y_example is None else tf.constant(y_example)
+            self.compute_metrics(*self._metric_inputs(tf.constant(x_example), y))
             self.reset_metrics()
 
     def _check_stream(self, x, y, sample_weight, batch_size, validation_split):
@@ -900,6 +926,11 @@ class MaximumLikelihoodModel(keras.Model):
             return
         spec = x.element_spec
         if isinstance(spec, data_lib.EpochBatches.Spec):
+            if self.distribute_strategy.num_replicas_in_sync > 1:
+                raise ValueError(
+                    "x: keras_mle.data.epoch_dataset is a single-device fast path; under a "
+                    "tf.distribute strategy pass the arrays to fit(x, y) instead."
+                )
             example = tf.zeros([1, *(d or 1 for d in spec.x.shape[2:])], spec.x.dtype)
             self.prepare_training((None, *spec.x.shape[2:]), example, tf.zeros([1], spec.x.dtype))
             return

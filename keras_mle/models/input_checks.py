@@ -32,9 +32,15 @@ class InputCheck(keras.metrics.Metric):
 
     def __init__(self, name):
         super().__init__(name=name, dtype="float32")
-        self.problems = self.add_variable((), "zeros", name="problems", aggregation="mean")
-        self.batches = self.add_variable((), "zeros", name="batches", aggregation="mean")
-        self.bad_batch = self.add_variable((), "zeros", name="bad_batch", aggregation="mean")
+        self.problems = self.add_variable(
+            (), "zeros", name="problems", aggregation="mean", dtype="float32"
+        )
+        self.batches = self.add_variable(
+            (), "zeros", name="batches", aggregation="mean", dtype="float32"
+        )
+        self.bad_batch = self.add_variable(
+            (), "zeros", name="bad_batch", aggregation="mean", dtype="float32"
+        )
 
     def clean(self):
         return tf.equal(self.problems, 0.0)
