@@ -13,12 +13,10 @@ import keras_mle
 from keras_mle import closed_form, demo
 
 
-@pytest.fixture(scope="module")
-def demo_run(tmp_path_factory):
-    out = tmp_path_factory.mktemp("demo")
+def _run_demo(out, *flags):
     env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", MPLBACKEND="Agg")
     result = subprocess.run(
-        [sys.executable, "-m", "keras_mle.cli", "demo", "--out", str(out)],
+        [sys.executable, "-m", "keras_mle.cli", "demo", "--out", str(out), *flags],
         capture_output=True,
         text=True,
         env=env,
@@ -26,6 +24,18 @@ def demo_run(tmp_path_factory):
     )
     assert result.returncode == 0, result.stderr[-3000:]
     return out, result.stdout
+
+
+@pytest.fixture(scope="module")
+def quick_demo_run(tmp_path_factory):
+    """`keras-mle demo --quick`: every output of `make demo`, a tenth of the epochs."""
+    return _run_demo(tmp_path_factory.mktemp("quick_demo"), "--quick")
+
+
+@pytest.fixture(scope="module")
+def demo_run(tmp_path_factory):
+    """The full `make demo` run (about a minute, most of it the eager loop)."""
+    return _run_demo(tmp_path_factory.mktemp("demo"))
 
 
 def _table_rows(stdout, title_start):
@@ -38,14 +48,28 @@ def _table_rows(stdout, title_start):
     return rows
 
 
-def test_demo_writes_plots_logs_and_models(demo_run):
-    out, _ = demo_run
+def test_demo_writes_plots_logs_and_models(quick_demo_run):
+    out, _ = quick_demo_run
     for name in ("line_fit", "line_loss", "gaussian_fit", "gaussian_loss", "mse_vs_loglik"):
         assert (out / "plots" / f"{name}.png").stat().st_size > 1000
     for experiment in ("line", "gaussian", "gaussian_regression"):
         runs = os.listdir(out / "tensorboard" / experiment)
         assert "fit" in runs and "xla" in runs
     assert (out / "results.txt").read_text().startswith("Line y = m x + b")
+    # Every mode makes the same full-batch steps from the same start: the saved models agree
+    # (XLA to about 1 ulp; 1e-6 relative is a few float32 ulps).
+    params = [
+        keras.models.load_model(out / "models" / f"gaussian_{mode}.keras").params
+        for mode in demo.MODES
+    ]
+    for other in params[1:]:
+        for name in ("mu", "sigma"):
+            np.testing.assert_allclose(other[name], params[0][name], rtol=1e-6)
+
+
+@pytest.mark.slow
+def test_full_demo_converges_to_the_closed_form(demo_run):
+    out, _ = demo_run
     model = keras.models.load_model(out / "models" / "gaussian_fit.keras")
     expected = closed_form.gaussian_mle(keras_mle.data.gaussian_sample(n=1000, seed=0))
     # float32 training: 1e-5 relative is a few ulps above float32 resolution of mu ~ 2.
@@ -60,6 +84,7 @@ def test_demo_writes_plots_logs_and_models(demo_run):
         ("Line y ~ N(", "gaussian_regression"),
     ],
 )
+@pytest.mark.slow
 def test_demo_tables_agree_with_closed_form(demo_run, title, reference):
     _, stdout = demo_run
     rows = _table_rows(stdout, title)

@@ -47,12 +47,16 @@ class InputCheck(keras.metrics.Metric):
 
     def record(self, problems):
         """Counts a batch with these problems; returns whether the step may use it."""
-        ok = tf.logical_and(tf.equal(problems, 0), self.clean())
-        first = tf.logical_and(tf.not_equal(problems, 0), self.clean())
+        clean = self.clean()
+        passed = tf.equal(problems, 0)
         self.batches.assign_add(1.0)
-        self.bad_batch.assign(tf.where(first, self.batches, self.bad_batch))
-        self.problems.assign(tf.where(first, tf.cast(problems, "float32"), self.problems))
-        return ok
+
+        def refuse():
+            self.bad_batch.assign(self.batches)
+            self.problems.assign(tf.cast(problems, "float32"))
+
+        tf.cond(tf.logical_and(clean, tf.logical_not(passed)), refuse, lambda: None)
+        return tf.logical_and(passed, clean)
 
     def update_state(self, problems):
         self.record(problems)
