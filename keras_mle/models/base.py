@@ -12,12 +12,7 @@ import tensorflow as tf
 from keras_mle import checkpoint
 from keras_mle import data as data_lib
 from keras_mle.models.adaptation import Adaptation
-from keras_mle.models.input_checks import (
-    InputCheck,
-    InputCheckCallback,
-    apply_if,
-    input_problems,
-)
+from keras_mle.models.input_checks import InputCheck, InputCheckCallback
 
 __all__ = ["MaximumLikelihoodModel", "Parameter", "LikelihoodDerivatives"]
 
@@ -614,15 +609,20 @@ class MaximumLikelihoodModel(keras.Model):
         A batch that fails the input checks (or follows one that did) is not applied.
         """
         y = self._checked_target_shape(y)
-        ok = self.train_input_check.record(input_problems(x, y, sample_weight))
-        loss_scale = self.optimizer.scale_loss
-        _, gradients, sample_losses, weights = self.compute_loss_and_gradients(
-            x, y, sample_weight, scale_loss=loss_scale
+        loss, gradients, sample_losses, weights = self.compute_loss_and_gradients(
+            x, y, sample_weight, scale_loss=self.optimizer.scale_loss
         )
         # Metrics see the prediction the loss saw: before the update, as in Keras' train_step.
         predictions = self._metric_inputs(x, y)
-        apply_if(ok, lambda g: self.optimizer.apply(g, self.trainable_variables), gradients)
-        tf.cond(ok, lambda: self._update_metrics(sample_losses, weights, predictions), lambda: None)
+        self.train_input_check.guard(
+            x,
+            y,
+            sample_weight,
+            loss,
+            local=lambda: self._update_metrics(sample_losses, weights, predictions),
+            apply=lambda g: self.optimizer.apply(g, self.trainable_variables),
+            gradients=gradients,
+        )
 
     def train_batches(self, batches):
         """One `apply_step` per batch of a `keras_mle.data.EpochBatches`, in `tf.while_loop`s.
@@ -660,15 +660,18 @@ class MaximumLikelihoodModel(keras.Model):
     def test_step(self, data):
         x, y, sample_weight = self._unpack(data)
         y = self._checked_target_shape(y)
-        ok = self.test_input_check.record(input_problems(x, y, sample_weight))
         x_t, y_t = self.working_data(x, y)
         sample_losses = self.sample_loss(self.params_tensors(), x_t, y_t)
-        _, weights = self._normalize(sample_losses, sample_weight)
+        loss, weights = self._normalize(sample_losses, sample_weight)
         predictions = self._metric_inputs(x, y)
-        tf.cond(
-            ok,
-            lambda: self._update_metrics(self.user_losses(sample_losses), weights, predictions),
-            lambda: None,
+        self.test_input_check.guard(
+            x,
+            y,
+            sample_weight,
+            loss,
+            local=lambda: self._update_metrics(
+                self.user_losses(sample_losses), weights, predictions
+            ),
         )
         return self._metric_results()
 

@@ -1,8 +1,9 @@
 """The checks every training and evaluation step runs on its batch, and how a refusal is reported.
 
-A step computes an input-check code for its batch (`input_problems`: NaN or Inf in x, y or the
-weights, negative weights), records it in an `InputCheck` of the model, and applies the batch
-only if it passed and no earlier batch of the epoch failed (`apply_if`). `InputCheckCallback`,
+A step hands its batch, its loss and its update to the model's `InputCheck` (`guard`), which
+applies the update only if the batch passed (a finite loss, no negative weight) and no earlier
+batch of the epoch failed, and otherwise records which argument was at fault (NaN or Inf in x,
+y or the weights; negative weights) and where. `InputCheckCallback`,
 first in `fit`'s and the loops' callback lists, turns a refusal into a `ValueError` naming the
 argument, the epoch and the batch, before any other callback sees the epoch.
 """
@@ -12,7 +13,7 @@ from __future__ import annotations
 import keras
 import tensorflow as tf
 
-__all__ = ["InputCheck", "InputCheckCallback", "input_problems", "apply_if"]
+__all__ = ["InputCheck", "InputCheckCallback", "apply_if"]
 
 #: What each bit of an input-check code means: (argument, problem).
 _INPUT_PROBLEMS = (
@@ -45,21 +46,58 @@ class InputCheck(keras.metrics.Metric):
     def clean(self):
         return tf.equal(self.problems, 0.0)
 
-    def record(self, problems):
-        """Counts a batch with these problems; returns whether the step may use it."""
+    def guard(self, x, y, sample_weight, loss, local, apply=None, gradients=None):
+        """Runs `apply(gradients)` then `local()` if the batch passes; else records why not.
+
+        A batch passes when its `loss` is finite, no weight is negative and no earlier batch
+        of the epoch failed. A batch that fails is examined (`_examine`) and, if its data are
+        at fault, recorded (the first one only) and skipped; a non-finite loss from finite data
+        is not the data's fault, and the step goes on. On one device this is a single
+        `tf.cond` per step; under a multi-replica strategy the examination is all-reduced so
+        that every replica decides alike (see `apply_if`).
+        """
+        negative = (
+            tf.constant(False)
+            if sample_weight is None
+            else tf.reduce_any(tf.convert_to_tensor(sample_weight) < 0)
+        )
+        suspect = tf.logical_or(tf.logical_not(tf.math.is_finite(loss)), negative)
         clean = self.clean()
-        passed = tf.equal(problems, 0)
         self.batches.assign_add(1.0)
 
-        def refuse():
-            self.bad_batch.assign(self.batches)
-            self.problems.assign(tf.cast(problems, "float32"))
+        def accept():
+            if apply is not None:
+                apply(gradients)
+            local()
 
-        tf.cond(tf.logical_and(clean, tf.logical_not(passed)), refuse, lambda: None)
-        return tf.logical_and(passed, clean)
+        context = tf.distribute.get_replica_context()
+        if context is not None and context.num_replicas_in_sync > 1:
+            flags = tf.cond(
+                suspect,
+                lambda: _examine(x, y, sample_weight, negative),
+                lambda: tf.zeros([len(_INPUT_PROBLEMS)]),
+            )
+            problems = _code(context.all_reduce(tf.distribute.ReduceOp.SUM, flags))
+            first = tf.logical_and(clean, problems > 0)
+            self.bad_batch.assign(tf.where(first, self.batches, self.bad_batch))
+            self.problems.assign(tf.where(first, tf.cast(problems, "float32"), self.problems))
+            ok = tf.logical_and(clean, tf.equal(problems, 0))
+            if apply is not None:
+                apply_if(ok, apply, gradients)
+            tf.cond(ok, local, lambda: None)
+            return
 
-    def update_state(self, problems):
-        self.record(problems)
+        def examine():
+            problems = _code(_examine(x, y, sample_weight, negative))
+
+            def refuse():
+                self.bad_batch.assign(self.batches)
+                self.problems.assign(tf.cast(problems, "float32"))
+
+            tf.cond(tf.equal(problems, 0), accept, refuse)
+
+        ok = tf.logical_and(clean, tf.logical_not(suspect))
+        tf.cond(ok, accept, lambda: tf.cond(clean, examine, lambda: None))
 
     def result(self):
         return self.problems
@@ -103,43 +141,39 @@ class InputCheckCallback(keras.callbacks.Callback):
         self.model.test_input_check.raise_if_refused("evaluation")
 
 
-def input_problems(x, y, sample_weight):
-    """The input-check code of a batch (bits: see `_INPUT_PROBLEMS`), global across replicas."""
+def _examine(x, y, sample_weight, negative):
+    """Which of `_INPUT_PROBLEMS` a batch has, as 0/1 flags."""
 
-    def finite(value):
+    def bad(value):
         value = tf.convert_to_tensor(value)
-        if not value.dtype.is_floating:
-            return tf.constant(True)
-        return tf.reduce_all(tf.math.is_finite(value))
+        if value is None or not value.dtype.is_floating:
+            return tf.constant(False)
+        return tf.logical_not(tf.reduce_all(tf.math.is_finite(value)))
 
-    checks = [tf.logical_not(finite(x))]
-    checks.append(tf.constant(False) if y is None else tf.logical_not(finite(y)))
-    if sample_weight is None:
-        checks += [tf.constant(False), tf.constant(False)]
-    else:
-        checks.append(tf.logical_not(finite(sample_weight)))
-        checks.append(tf.reduce_any(tf.convert_to_tensor(sample_weight) < 0))
-    flags = tf.cast(tf.stack(checks), tf.float32)
-    context = tf.distribute.get_replica_context()
-    if context is not None and context.num_replicas_in_sync > 1:
-        flags = context.all_reduce(tf.distribute.ReduceOp.SUM, flags)
+    none = tf.constant(False)
+    flags = [
+        bad(x),
+        none if y is None else bad(y),
+        none if sample_weight is None else bad(sample_weight),
+        negative,
+    ]
+    return tf.cast(tf.stack(flags), tf.float32)
+
+
+def _code(flags):
     bits = tf.constant([1 << i for i in range(len(_INPUT_PROBLEMS))], tf.int32)
     return tf.reduce_sum(tf.where(flags > 0, bits, 0))
 
 
 def apply_if(ok, apply, gradients):
-    """`apply(gradients)` when `ok`, the same way on every replica.
+    """`apply(gradients)` when `ok`, on every replica of a multi-replica strategy alike.
 
-    Under a multi-replica strategy the optimizer synchronises through `merge_call`, which cannot
-    run inside a replica's `tf.cond`: decide in cross-replica context instead (as Keras'
-    `LossScaleOptimizer` does). `ok` is the same on every replica, since the check is
-    all-reduced. `apply` must not capture replica-local tensors: it runs with the first
-    replica's closure on every replica, and gets each replica's own `gradients`.
+    The optimizer synchronises through `merge_call`, which cannot run inside a replica's
+    `tf.cond`: the decision is taken in cross-replica context instead (as Keras'
+    `LossScaleOptimizer` does). `ok` must be the same on every replica, and `apply` must not
+    capture replica-local tensors: it runs with the first replica's closure on every replica,
+    and gets each replica's own `gradients`.
     """
-    context = tf.distribute.get_replica_context()
-    if context is None or context.num_replicas_in_sync == 1:
-        tf.cond(ok, lambda: apply(gradients), lambda: None)
-        return
 
     def cross_replica(strategy, ok, gradients):
         first_ok = strategy.experimental_local_results(ok)[0]
@@ -149,4 +183,4 @@ def apply_if(ok, apply, gradients):
 
         tf.cond(first_ok, apply_everywhere, lambda: None)
 
-    context.merge_call(cross_replica, args=(ok, gradients))
+    tf.distribute.get_replica_context().merge_call(cross_replica, args=(ok, gradients))
