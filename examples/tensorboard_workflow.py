@@ -28,7 +28,7 @@ from keras_mle import callbacks  # noqa: E402
 
 
 def optimizer():
-    # AMSGrad: plain Adam wanders off the optimum periodically (see KERAS3-NOTES).
+    # AMSGrad: plain Adam wanders off the optimum periodically as its second-moment average decays.
     return keras.optimizers.Adam(0.1, amsgrad=True)
 
 

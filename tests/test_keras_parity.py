@@ -112,7 +112,7 @@ def test_mixed_precision_reaches_ols_in_float32(mode, line, mixed_float16):
     assert _iterations(model) == 200  # the loss scale never skipped a step
     # Full-batch GD from (0, 0) with lr 0.5 contracts the slow direction of the MSE Hessian
     # (eigenvalue 0.131 for x ~ U[0, 1)) by 0.934 per step: 0.934^200 * 2 ~ 2e-6 is left after
-    # 200 steps. A float16 loss could not resolve better than ~1e-3 (the brief's bound); the
+    # 200 steps. A float16 loss could not resolve better than ~1e-3; the
     # likelihood runs in float32, so the fit lands within float32 rounding of OLS: 1e-5.
     ols = closed_form.ols(x, y)
     np.testing.assert_allclose(model.params["m"], ols["m"], atol=1e-5)
