@@ -36,17 +36,25 @@ class UncheckedLinearRegression(keras_mle.LinearRegression):
         self.loss_tracker.update_state(sample_losses, sample_weight=weights)
 
 
+class EpochTimer(keras.callbacks.Callback):
+    """Wall time of every epoch."""
+
+    def on_train_begin(self, logs=None):
+        self.times = []
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self.start = time.perf_counter()
+
+    def on_epoch_end(self, epoch, logs=None):
+        self.times.append(time.perf_counter() - self.start)
+
+    def median(self):
+        return float(np.median(self.times[1:]))  # the first epoch traces and compiles
+
+
 def xla_epoch_seconds(cls, x, y, batch_size, epochs):
     model = cls(m_initializer="zeros")
-    times = []
-
-    class Timer(keras.callbacks.Callback):
-        def on_epoch_begin(self, epoch, logs=None):
-            self.start = time.perf_counter()
-
-        def on_epoch_end(self, epoch, logs=None):
-            times.append(time.perf_counter() - self.start)
-
+    timer = EpochTimer()
     keras_mle.loops.train(
         model,
         x,
@@ -55,26 +63,18 @@ def xla_epoch_seconds(cls, x, y, batch_size, epochs):
         batch_size=batch_size,
         optimizer=keras.optimizers.SGD(0.1),
         mode="xla",
-        callbacks=[Timer()],
+        callbacks=[timer],
         verbose=0,
     )
-    return float(np.median(times[1:]))
+    return timer.median()
 
 
 def dataset_epoch_seconds(cls, dataset, epochs):
     model = cls(m_initializer="zeros")
     model.compile(optimizer=keras.optimizers.SGD(0.1), jit_compile=True)
-    times = []
-
-    class Timer(keras.callbacks.Callback):
-        def on_epoch_begin(self, epoch, logs=None):
-            self.start = time.perf_counter()
-
-        def on_epoch_end(self, epoch, logs=None):
-            times.append(time.perf_counter() - self.start)
-
-    model.fit(dataset, epochs=epochs, verbose=0, callbacks=[Timer()])
-    return float(np.median(times[1:]))
+    timer = EpochTimer()
+    model.fit(dataset, epochs=epochs, verbose=0, callbacks=[timer])
+    return timer.median()
 
 
 def main():
