@@ -1,10 +1,15 @@
-"""Cost of the input checks inside the training step, at N=10,000,000 in batches of 100,000.
+"""Cost of the input checks at N=10,000,000 in batches of 100,000.
 
-Every step checks its batch (NaN or Inf in x, y or the weights; negative weights) and applies it
-only if it passed. This times one epoch of `LinearRegression` with the checks, and with a step
-that skips them (a subclass defined here, for the measurement only), in the same run and
-alternating, through the XLA loop (`train_batches`, the path where the checks weigh most) and
-through `fit()` on a batched `tf.data.Dataset` (streamed data, the case the checks exist for).
+Data reach a training step either checked beforehand or unchecked:
+
+- In-memory arrays are checked once, in NumPy, before training (`check_data`, and
+  `keras_mle.data.stack_batches` for the compiled loops and `epoch_dataset`). The steps of
+  `train_batches` then run unchecked. Timed here: that one check against one XLA epoch.
+- Streamed batches (`tf.data`, generators, `PyDataset`) are checked inside the step: a batch is
+  applied only if its loss is finite and no weight is negative, and examined only when not.
+  Timed here: `fit()` on a cached `tf.data.Dataset` with that step and with a step that applies
+  every batch unchecked (a subclass defined here, for the measurement only), alternating in one
+  run; and the step alone on one batch, in a plain graph and under XLA, interleaved.
 
     python benchmarks/bench_input_checks.py            # N=1e7
     python benchmarks/bench_input_checks.py --quick    # N=1e6
@@ -24,16 +29,14 @@ import tensorflow as tf  # noqa: E402
 
 import keras_mle  # noqa: E402
 
+BATCH = 100_000
+
 
 class UncheckedLinearRegression(keras_mle.LinearRegression):
     """The same model with a step that applies every batch unchecked (for timing only)."""
 
-    def apply_step(self, x, y=None, sample_weight=None):
-        _, gradients, sample_losses, weights = self.compute_loss_and_gradients(
-            x, y, sample_weight, scale_loss=self.optimizer.scale_loss
-        )
-        self.optimizer.apply(gradients, self.trainable_variables)
-        self.loss_tracker.update_state(sample_losses, sample_weight=weights)
+    def apply_step(self, x, y=None, sample_weight=None, *, checked=True):
+        super().apply_step(x, y, sample_weight, checked=True)
 
 
 class EpochTimer(keras.callbacks.Callback):
@@ -52,15 +55,14 @@ class EpochTimer(keras.callbacks.Callback):
         return float(np.median(self.times[1:]))  # the first epoch traces and compiles
 
 
-def xla_epoch_seconds(cls, x, y, batch_size, epochs):
-    model = cls(m_initializer="zeros")
+def xla_epoch_seconds(x, y, epochs=6):
     timer = EpochTimer()
     keras_mle.loops.train(
-        model,
+        keras_mle.LinearRegression(m_initializer="zeros"),
         x,
         y,
         epochs=epochs,
-        batch_size=batch_size,
+        batch_size=BATCH,
         optimizer=keras.optimizers.SGD(0.1),
         mode="xla",
         callbacks=[timer],
@@ -69,12 +71,55 @@ def xla_epoch_seconds(cls, x, y, batch_size, epochs):
     return timer.median()
 
 
-def dataset_epoch_seconds(cls, dataset, epochs):
+def array_check_seconds(x, y):
+    """The checks `stack_batches` runs (finite values; weights would add one more pass)."""
+    start = time.perf_counter()
+    keras_mle.data.check_xy(x, y)
+    return time.perf_counter() - start
+
+
+def dataset_epoch_seconds(cls, dataset, epochs=6):
     model = cls(m_initializer="zeros")
     model.compile(optimizer=keras.optimizers.SGD(0.1), jit_compile=True)
     timer = EpochTimer()
     model.fit(dataset, epochs=epochs, verbose=0, callbacks=[timer])
     return timer.median()
+
+
+def step_functions(x, y, jit_compile):
+    """One compiled `apply_step` per variant (checked, unchecked) on one batch."""
+    functions = {}
+    for checked in (False, True):
+        model = keras_mle.LinearRegression(m_initializer="zeros")
+        model.compile(optimizer=keras.optimizers.SGD(0.1))
+        model(x[:2])
+        model.optimizer.build(model.trainable_variables)
+
+        def step(x, y, model=model, checked=checked):
+            model.apply_step(x, y, checked=checked)
+
+        function = tf.function(step, jit_compile=jit_compile)
+        function(x, y)
+        functions["unchecked" if checked else "checked"] = function
+    return functions
+
+
+def interleaved_step_seconds(functions, x, y, rounds=30, calls=20):
+    times = {name: [] for name in functions}
+    for _ in range(rounds):
+        for name, function in functions.items():
+            start = time.perf_counter()
+            for _ in range(calls):
+                function(x, y)
+            times[name].append((time.perf_counter() - start) / calls)
+    return {name: float(np.median(t)) for name, t in times.items()}
+
+
+def row(label, with_checks, without, unit=1e3, suffix="ms"):
+    return (
+        f"| {label} | {with_checks * unit:.1f} {suffix} | {without * unit:.1f} {suffix} | "
+        f"{100 * (with_checks / without - 1):+.1f}% |"
+    )
 
 
 def main():
@@ -83,32 +128,37 @@ def main():
     parser.add_argument("--rounds", type=int, default=3)
     args = parser.parse_args()
     n = 1_000_000 if args.quick else 10_000_000
-    batch_size = 100_000
     x, y = keras_mle.data.noisy_line(n=n, seed=0)
-    dataset = tf.data.Dataset.from_tensor_slices(
-        (x.reshape(-1, batch_size), y.reshape(-1, batch_size))
-    )
+    dataset = tf.data.Dataset.from_tensor_slices((x.reshape(-1, BATCH), y.reshape(-1, BATCH)))
     dataset = dataset.cache()
-    results = {
-        name: [] for name in ("xla checked", "xla unchecked", "fit checked", "fit unchecked")
-    }
+    fit = {"checked": [], "unchecked": []}
+    xla, check = [], []
     for _ in range(args.rounds):
-        for checked, cls in (
-            (True, keras_mle.LinearRegression),
-            (False, UncheckedLinearRegression),
+        xla.append(xla_epoch_seconds(x, y))
+        check.append(array_check_seconds(x, y))
+        for name, cls in (
+            ("checked", keras_mle.LinearRegression),
+            ("unchecked", UncheckedLinearRegression),
         ):
-            label = "checked" if checked else "unchecked"
-            results[f"xla {label}"].append(xla_epoch_seconds(cls, x, y, batch_size, epochs=6))
-            results[f"fit {label}"].append(dataset_epoch_seconds(cls, dataset, epochs=6))
-    print(f"N={n:,}, batches of {batch_size:,}; median per-epoch time over {args.rounds} rounds")
-    print("| path | with checks | without | overhead |\n|---|---:|---:|---:|")
-    for path in ("xla", "fit"):
-        with_checks = np.median(results[f"{path} checked"])
-        without = np.median(results[f"{path} unchecked"])
-        print(
-            f"| {path} | {with_checks * 1e3:.2f} ms | {without * 1e3:.2f} ms | "
-            f"{100 * (with_checks / without - 1):+.1f}% |"
-        )
+            fit[name].append(dataset_epoch_seconds(cls, dataset))
+    batch_x, batch_y = tf.constant(x[:BATCH]), tf.constant(y[:BATCH])
+    steps = {
+        jit: interleaved_step_seconds(step_functions(batch_x, batch_y, jit), batch_x, batch_y)
+        for jit in (False, True)
+    }
+    print(f"N={n:,}, batches of {BATCH:,}; medians over {args.rounds} rounds")
+    print(
+        f"\nArrays, checked once before training: {np.median(check) * 1e3:.1f} ms, "
+        f"{np.median(check) / np.median(xla):.2f} XLA epochs ({np.median(xla) * 1e3:.1f} ms each)"
+        "; the steps of the compiled loops run unchecked."
+    )
+    print("\n| streamed batches, checked in the step | with checks | without | overhead |")
+    print("|---|---:|---:|---:|")
+    print(row("`fit()` on a cached dataset, per epoch", np.median(fit["checked"]),
+              np.median(fit["unchecked"])))  # fmt: skip
+    for jit, label in ((False, "plain graph"), (True, "XLA")):
+        print(row(f"one step alone, {label}", steps[jit]["checked"], steps[jit]["unchecked"],
+                  unit=1e6, suffix="us"))  # fmt: skip
 
 
 if __name__ == "__main__":

@@ -111,13 +111,18 @@ def stack_batches(x, y=None, sample_weight=None, *, batch_size: int, repeats: in
     are exactly those of `fit(x, y, batch_size=batch_size, shuffle=False)`. Nothing is padded
     or copied `repeats` times: `repeats` is how many passes one `train_batches` call makes.
 
+    The steps of `train_batches` do not check their batches, so the data are checked here,
+    once: NaN or Inf anywhere, or a negative weight, raises a `ValueError` naming the argument.
+
     Args:
-        x, y, sample_weight: Checked arrays (as from `model.check_data`).
+        x, y, sample_weight: Arrays in the model's dtype (as from `model.check_data`).
         batch_size: Rows per batch.
         repeats: Epochs per call. Defaults to `1`.
     """
     check_positive_int("batch_size", batch_size)
     check_positive_int("repeats", repeats)
+    x, y = check_xy(x, y)
+    sample_weight = check_sample_weight(sample_weight, len(x))
     full = len(x) // batch_size * batch_size
 
     def split(a):
@@ -148,7 +153,8 @@ def epoch_dataset(x, y=None, sample_weight=None, *, batch_size: int, repeats: in
     packs several epochs into one element: one Keras epoch is then `repeats` passes.
 
     Each element is an `EpochBatches`, the explicit type by which `train_step` recognises it.
-    Inputs must already be checked (`model.check_data(x, y, sample_weight)`).
+    Pass arrays in the model's dtype (`model.check_data(x, y, sample_weight)` gives them);
+    `stack_batches` refuses non-finite values and negative weights.
     """
     element = stack_batches(x, y, sample_weight, batch_size=batch_size, repeats=repeats)
     return tf.data.Dataset.from_tensors(element).repeat()

@@ -381,6 +381,24 @@ def test_add_parameter_refuses_non_positive_initial_value():
             id="batch0",
         ),
         pytest.param(
+            lambda: data.stack_batches(np.array([1.0, np.nan]), batch_size=1),
+            ValueError,
+            "^x contains 1 NaN or Inf",
+            id="stack-nan-x",
+        ),
+        pytest.param(
+            lambda: data.epoch_dataset(np.ones(3), np.array([1, np.inf, 2]), batch_size=2),
+            ValueError,
+            "^y contains 1 NaN or Inf",
+            id="epoch-inf-y",
+        ),
+        pytest.param(
+            lambda: data.epoch_dataset(np.ones(2), np.ones(2), np.array([1, -1]), batch_size=2),
+            ValueError,
+            "^sample_weight must be >= 0",
+            id="epoch-negative-w",
+        ),
+        pytest.param(
             lambda: data.epoch_dataset(np.ones(4), batch_size=2, repeats=0),
             ValueError,
             "^repeats must be a positive",

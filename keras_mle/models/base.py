@@ -602,11 +602,14 @@ class MaximumLikelihoodModel(keras.Model):
             self.apply_step(*self._unpack(data))
         return {**self._metric_results(), **self.parameter_logs()}
 
-    def apply_step(self, x, y=None, sample_weight=None):
+    def apply_step(self, x, y=None, sample_weight=None, *, checked=False):
         """One optimizer step on one batch, with the loss tracker and metrics updated.
 
         This is `train_step` without Keras' data unpacking; the custom loops call it directly.
         A batch that fails the input checks (or follows one that did) is not applied.
+        `checked=True` skips those checks, for batches of data checked before training (as
+        `train_batches` gets them): in a compiled loop over stacked batches they would cost a
+        copy of every batch.
         """
         y = self._checked_target_shape(y)
         loss, gradients, sample_losses, weights = self.compute_loss_and_gradients(
@@ -614,6 +617,10 @@ class MaximumLikelihoodModel(keras.Model):
         )
         # Metrics see the prediction the loss saw: before the update, as in Keras' train_step.
         predictions = self._metric_inputs(x, y)
+        if checked:
+            self.optimizer.apply(gradients, self.trainable_variables)
+            self._update_metrics(sample_losses, weights, predictions)
+            return
         self.train_input_check.guard(
             x,
             y,
@@ -630,32 +637,31 @@ class MaximumLikelihoodModel(keras.Model):
         `batches.repeats` passes over the full batches `batches.x[i]` and the last, shorter
         batch. Used in-graph by the `"function"`/`"xla"` loops and, through
         `keras_mle.data.epoch_dataset`, by `fit()`, so that whole epochs are one compiled call.
-        The loops end early at a batch that fails the input checks.
+        `keras_mle.data.stack_batches` checked the data when it built `batches`, so the steps
+        skip the input checks.
         """
 
         def take(a, i):
             return None if a is None else a[i]
 
         def step(i):
-            self.apply_step(take(batches.x, i), take(batches.y, i), take(batches.sample_weight, i))
+            self.apply_step(
+                take(batches.x, i),
+                take(batches.y, i),
+                take(batches.sample_weight, i),
+                checked=True,
+            )
             return (i + 1,)
 
         def epoch(e):
-            clean = self.train_input_check.clean
-            tf.while_loop(
-                lambda i: tf.logical_and(i < tf.shape(batches.x)[0], clean()),
-                step,
-                (tf.constant(0),),
-            )
+            tf.while_loop(lambda i: i < tf.shape(batches.x)[0], step, (tf.constant(0),))
             if batches.last_x is not None:
-                self.apply_step(batches.last_x, batches.last_y, batches.last_sample_weight)
+                self.apply_step(
+                    batches.last_x, batches.last_y, batches.last_sample_weight, checked=True
+                )
             return (e + 1,)
 
-        tf.while_loop(
-            lambda e: tf.logical_and(e < batches.repeats, self.train_input_check.clean()),
-            epoch,
-            (tf.constant(0),),
-        )
+        tf.while_loop(lambda e: e < batches.repeats, epoch, (tf.constant(0),))
 
     def test_step(self, data):
         x, y, sample_weight = self._unpack(data)
