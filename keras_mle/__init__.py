@@ -2,6 +2,7 @@
 
 from keras_mle import callbacks, checkpoint, closed_form, data, loops, losses
 from keras_mle.data import PrecisionWarning
+from keras_mle.errors import DivergenceWarning
 from keras_mle.inference import (
     InferenceResult,
     InferenceWarning,
@@ -19,6 +20,7 @@ from keras_mle.models import (
 __version__ = "0.1.0"
 
 __all__ = [
+    "DivergenceWarning",
     "GaussianMLE",
     "GaussianRegression",
     "InferenceResult",
