@@ -1,15 +1,18 @@
-"""Cost of the input checks at N=10,000,000 in batches of 100,000.
+"""Cost of the step's checks at N=10,000,000 in batches of 100,000.
 
-Data reach a training step either checked beforehand or unchecked:
+Every training step is guarded: its update is applied only if its loss and gradients are finite
+(divergence) and, for data not checked beforehand, no weight is negative; the batch is examined
+for NaN or Inf only when the step fails.
 
 - In-memory arrays are checked once, in NumPy, before training (`check_data`, and
-  `keras_mle.data.stack_batches` for the compiled loops and `epoch_dataset`). The steps of
-  `train_batches` then run unchecked. Timed here: that one check against one XLA epoch.
-- Streamed batches (`tf.data`, generators, `PyDataset`) are checked inside the step: a batch is
-  applied only if its loss is finite and no weight is negative, and examined only when not.
-  Timed here: `fit()` on a cached `tf.data.Dataset` with that step and with a step that applies
-  every batch unchecked (a subclass defined here, for the measurement only), alternating in one
-  run; and the step alone on one batch, in a plain graph and under XLA, interleaved.
+  `keras_mle.data.stack_batches` for the compiled loops and `epoch_dataset`); the steps of
+  `train_batches` then run the divergence guard only (`apply_step(..., checked=True)`).
+- Streamed batches (`tf.data`, generators, `PyDataset`) get the full check in the step.
+
+Timed against a step with no guard at all (a subclass defined here, for the measurement only),
+alternating in one run: the one NumPy check against one XLA epoch; the XLA loop with the
+divergence guard; `fit()` on a cached `tf.data.Dataset` with the full check; and the step alone on
+one batch, in a plain graph and under XLA, interleaved.
 
     python benchmarks/bench_input_checks.py            # N=1e7
     python benchmarks/bench_input_checks.py --quick    # N=1e6
@@ -32,11 +35,15 @@ import keras_mle  # noqa: E402
 BATCH = 100_000
 
 
-class UncheckedLinearRegression(keras_mle.LinearRegression):
-    """The same model with a step that applies every batch unchecked (for timing only)."""
+class UnguardedLinearRegression(keras_mle.LinearRegression):
+    """The same model with a step that applies every batch unguarded (for timing only)."""
 
     def apply_step(self, x, y=None, sample_weight=None, *, checked=True):
-        super().apply_step(x, y, sample_weight, checked=True)
+        _, gradients, sample_losses, weights = self.compute_loss_and_gradients(
+            x, y, sample_weight, scale_loss=self.optimizer.scale_loss
+        )
+        self.optimizer.apply(gradients, self.trainable_variables)
+        self.loss_tracker.update_state(sample_losses, sample_weight=weights)
 
 
 class EpochTimer(keras.callbacks.Callback):
@@ -55,10 +62,10 @@ class EpochTimer(keras.callbacks.Callback):
         return float(np.median(self.times[1:]))  # the first epoch traces and compiles
 
 
-def xla_epoch_seconds(x, y, epochs=6):
+def xla_epoch_seconds(cls, x, y, epochs=6):
     timer = EpochTimer()
     keras_mle.loops.train(
-        keras_mle.LinearRegression(m_initializer="zeros"),
+        cls(m_initializer="zeros"),
         x,
         y,
         epochs=epochs,
@@ -86,11 +93,18 @@ def dataset_epoch_seconds(cls, dataset, epochs=6):
     return timer.median()
 
 
+STEPS = {
+    "full check": (keras_mle.LinearRegression, False),
+    "divergence guard": (keras_mle.LinearRegression, True),
+    "no guard": (UnguardedLinearRegression, True),
+}
+
+
 def step_functions(x, y, jit_compile):
-    """One compiled `apply_step` per variant (checked, unchecked) on one batch."""
+    """One compiled `apply_step` per variant of `STEPS`, on one batch."""
     functions = {}
-    for checked in (False, True):
-        model = keras_mle.LinearRegression(m_initializer="zeros")
+    for name, (cls, checked) in STEPS.items():
+        model = cls(m_initializer="zeros")
         model.compile(optimizer=keras.optimizers.SGD(0.1))
         model(x[:2])
         model.optimizer.build(model.trainable_variables)
@@ -100,7 +114,7 @@ def step_functions(x, y, jit_compile):
 
         function = tf.function(step, jit_compile=jit_compile)
         function(x, y)
-        functions["unchecked" if checked else "checked"] = function
+        functions[name] = function
     return functions
 
 
@@ -131,14 +145,19 @@ def main():
     x, y = keras_mle.data.noisy_line(n=n, seed=0)
     dataset = tf.data.Dataset.from_tensor_slices((x.reshape(-1, BATCH), y.reshape(-1, BATCH)))
     dataset = dataset.cache()
-    fit = {"checked": [], "unchecked": []}
-    xla, check = [], []
+    fit = {"full check": [], "no guard": []}
+    xla = {"divergence guard": [], "no guard": []}
+    check = []
     for _ in range(args.rounds):
-        xla.append(xla_epoch_seconds(x, y))
         check.append(array_check_seconds(x, y))
         for name, cls in (
-            ("checked", keras_mle.LinearRegression),
-            ("unchecked", UncheckedLinearRegression),
+            ("divergence guard", keras_mle.LinearRegression),
+            ("no guard", UnguardedLinearRegression),
+        ):
+            xla[name].append(xla_epoch_seconds(cls, x, y))
+        for name, cls in (
+            ("full check", keras_mle.LinearRegression),
+            ("no guard", UnguardedLinearRegression),
         ):
             fit[name].append(dataset_epoch_seconds(cls, dataset))
     batch_x, batch_y = tf.constant(x[:BATCH]), tf.constant(y[:BATCH])
@@ -146,19 +165,21 @@ def main():
         jit: interleaved_step_seconds(step_functions(batch_x, batch_y, jit), batch_x, batch_y)
         for jit in (False, True)
     }
+    median = {name: np.median(times) for name, times in xla.items()}
     print(f"N={n:,}, batches of {BATCH:,}; medians over {args.rounds} rounds")
     print(
         f"\nArrays, checked once before training: {np.median(check) * 1e3:.1f} ms, "
-        f"{np.median(check) / np.median(xla):.2f} XLA epochs ({np.median(xla) * 1e3:.1f} ms each)"
-        "; the steps of the compiled loops run unchecked."
+        f"{np.median(check) / median['no guard']:.2f} unguarded XLA epochs."
     )
-    print("\n| streamed batches, checked in the step | with checks | without | overhead |")
-    print("|---|---:|---:|---:|")
-    print(row("`fit()` on a cached dataset, per epoch", np.median(fit["checked"]),
-              np.median(fit["unchecked"])))  # fmt: skip
+    print("\n| path | guarded | no guard | overhead |\n|---|---:|---:|---:|")
+    print(row("XLA loop, divergence guard, per epoch", median["divergence guard"],
+              median["no guard"]))  # fmt: skip
+    print(row("`fit()` on a cached dataset, full check, per epoch",
+              np.median(fit["full check"]), np.median(fit["no guard"])))  # fmt: skip
     for jit, label in ((False, "plain graph"), (True, "XLA")):
-        print(row(f"one step alone, {label}", steps[jit]["checked"], steps[jit]["unchecked"],
-                  unit=1e6, suffix="us"))  # fmt: skip
+        for name in ("full check", "divergence guard"):
+            print(row(f"one step alone, {label}, {name}", steps[jit][name],
+                      steps[jit]["no guard"], unit=1e6, suffix="us"))  # fmt: skip
 
 
 if __name__ == "__main__":

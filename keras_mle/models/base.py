@@ -606,10 +606,11 @@ class MaximumLikelihoodModel(keras.Model):
         """One optimizer step on one batch, with the loss tracker and metrics updated.
 
         This is `train_step` without Keras' data unpacking; the custom loops call it directly.
-        A batch that fails the input checks (or follows one that did) is not applied.
-        `checked=True` skips those checks, for batches of data checked before training (as
-        `train_batches` gets them): in a compiled loop over stacked batches they would cost a
-        copy of every batch.
+        A step that fails the checks, or follows one that did, is not applied: NaN or Inf in
+        the batch or a negative weight (the data's fault), or a NaN or Inf loss or gradient from
+        clean data (divergence). `checked=True` is for batches of data checked before training
+        (as `train_batches` gets them): the batch is then not examined, as its capture in the
+        step's `tf.cond` would cost a copy of it, and any refusal counts as divergence.
         """
         y = self._checked_target_shape(y)
         loss, gradients, sample_losses, weights = self.compute_loss_and_gradients(
@@ -617,18 +618,20 @@ class MaximumLikelihoodModel(keras.Model):
         )
         # Metrics see the prediction the loss saw: before the update, as in Keras' train_step.
         predictions = self._metric_inputs(x, y)
-        if checked:
-            self.optimizer.apply(gradients, self.trainable_variables)
-            self._update_metrics(sample_losses, weights, predictions)
-            return
+        finite = tf.math.is_finite(loss)
+        if not isinstance(self.optimizer, keras.optimizers.LossScaleOptimizer):
+            # (A loss-scale optimizer skips steps with overflowing gradients by design.)
+            for gradient in gradients:
+                finite = tf.logical_and(finite, tf.reduce_all(tf.math.is_finite(gradient)))
         self.train_input_check.guard(
             x,
             y,
             sample_weight,
-            loss,
+            finite,
             local=lambda: self._update_metrics(sample_losses, weights, predictions),
             apply=lambda g: self.optimizer.apply(g, self.trainable_variables),
             gradients=gradients,
+            examine=not checked,
         )
 
     def train_batches(self, batches):
@@ -638,7 +641,7 @@ class MaximumLikelihoodModel(keras.Model):
         batch. Used in-graph by the `"function"`/`"xla"` loops and, through
         `keras_mle.data.epoch_dataset`, by `fit()`, so that whole epochs are one compiled call.
         `keras_mle.data.stack_batches` checked the data when it built `batches`, so the steps
-        skip the input checks.
+        do not examine their batches (`checked=True`); the loops end at a refused step.
         """
 
         def take(a, i):
@@ -653,15 +656,23 @@ class MaximumLikelihoodModel(keras.Model):
             )
             return (i + 1,)
 
+        clean = self.train_input_check.clean
+
         def epoch(e):
-            tf.while_loop(lambda i: i < tf.shape(batches.x)[0], step, (tf.constant(0),))
+            tf.while_loop(
+                lambda i: tf.logical_and(i < tf.shape(batches.x)[0], clean()),
+                step,
+                (tf.constant(0),),
+            )
             if batches.last_x is not None:
                 self.apply_step(
                     batches.last_x, batches.last_y, batches.last_sample_weight, checked=True
                 )
             return (e + 1,)
 
-        tf.while_loop(lambda e: e < batches.repeats, epoch, (tf.constant(0),))
+        tf.while_loop(
+            lambda e: tf.logical_and(e < batches.repeats, clean()), epoch, (tf.constant(0),)
+        )
 
     def test_step(self, data):
         x, y, sample_weight = self._unpack(data)
@@ -674,7 +685,7 @@ class MaximumLikelihoodModel(keras.Model):
             x,
             y,
             sample_weight,
-            loss,
+            tf.math.is_finite(loss),
             local=lambda: self._update_metrics(
                 self.user_losses(sample_losses), weights, predictions
             ),

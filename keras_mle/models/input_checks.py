@@ -1,19 +1,26 @@
-"""The checks every training and evaluation step runs on its batch, and how a refusal is reported.
+"""The checks every training and evaluation step runs, and how a refusal is reported.
 
-A step hands its batch, its loss and its update to the model's `InputCheck` (`guard`), which
-applies the update only if the batch passed (a finite loss, no negative weight) and no earlier
-batch of the epoch failed, and otherwise records which argument was at fault (NaN or Inf in x,
-y or the weights; negative weights) and where. `InputCheckCallback`,
-first in `fit`'s and the loops' callback lists, turns a refusal into a `ValueError` naming the
-argument, the epoch and the batch, before any other callback sees the epoch.
+A step hands its batch, whether its loss and gradients are finite, and its update to the
+model's `InputCheck` (`guard`), which applies the update only if the step passed (finite loss
+and gradients, no negative weight) and no earlier step of the epoch failed. Otherwise it records
+why, and where: NaN or Inf in x, y or the weights, or negative weights (the data's fault), or a
+non-finite loss or gradient from clean data (`DIVERGED`). `InputCheckCallback`, first in `fit`'s
+and the loops' callback lists, turns the data's fault into a `ValueError` naming the argument, the
+epoch and the batch, and divergence into a stop with a `keras_mle.DivergenceWarning`, before any
+other callback sees the epoch.
 """
 
 from __future__ import annotations
 
+import warnings
+
 import keras
+import numpy as np
 import tensorflow as tf
 
-__all__ = ["InputCheck", "InputCheckCallback", "apply_if"]
+from keras_mle.errors import DivergenceWarning
+
+__all__ = ["DIVERGED", "InputCheck", "InputCheckCallback", "apply_if"]
 
 #: What each bit of an input-check code means: (argument, problem).
 _INPUT_PROBLEMS = (
@@ -22,6 +29,8 @@ _INPUT_PROBLEMS = (
     ("sample_weight", "NaN or Inf values"),
     ("sample_weight", "negative values"),
 )
+#: The code bit of a step refused because its loss or a gradient was not finite, from clean data.
+DIVERGED = 1 << len(_INPUT_PROBLEMS)
 
 
 class InputCheck(keras.metrics.Metric):
@@ -46,58 +55,75 @@ class InputCheck(keras.metrics.Metric):
     def clean(self):
         return tf.equal(self.problems, 0.0)
 
-    def guard(self, x, y, sample_weight, loss, local, apply=None, gradients=None):
-        """Runs `apply(gradients)` then `local()` if the batch passes; else records why not.
+    def guard(self, x, y, sample_weight, finite, local, apply=None, gradients=None, examine=True):
+        """Runs `apply(gradients)` then `local()` if the step passes; else records why not.
 
-        A batch passes when its `loss` is finite, no weight is negative and no earlier batch
-        of the epoch failed. A batch that fails is examined (`_examine`) and, if its data are
-        at fault, recorded (the first one only) and skipped; a non-finite loss from finite data
-        is not the data's fault, and the step goes on. On one device this is a single
-        `tf.cond` per step; under a multi-replica strategy the examination is all-reduced so
-        that every replica decides alike (see `apply_if`).
+        A training step (`apply` given) passes when `finite` (its loss and gradients are
+        finite), no weight is negative and no earlier step of the epoch failed. A step that fails
+        is examined (`_examine`): NaN or Inf in its data, or negative weights, are recorded as the
+        data's fault; a non-finite loss or gradient from clean data as `DIVERGED`. Either way the
+        update is not applied, and neither are the later steps of the epoch. An evaluation step
+        (no `apply`) refuses only data at fault: a non-finite loss from clean data is the model's
+        value, and is reported as it is.
+
+        `examine=False` is for batches of data checked before training: the step is then refused
+        as `DIVERGED` without looking at the batch, whose capture in the `tf.cond` would cost a
+        copy of it. On one device this is a single `tf.cond` per step; under a multi-replica
+        strategy the examination is all-reduced so that every replica decides alike (`apply_if`).
         """
         negative = (
             tf.constant(False)
-            if sample_weight is None
+            if sample_weight is None or not examine
             else tf.reduce_any(tf.convert_to_tensor(sample_weight) < 0)
         )
-        suspect = tf.logical_or(tf.logical_not(tf.math.is_finite(loss)), negative)
+        suspect = tf.logical_or(tf.logical_not(finite), negative)
         clean = self.clean()
         self.batches.assign_add(1.0)
+        training = apply is not None
 
         def accept():
-            if apply is not None:
+            if training:
                 apply(gradients)
             local()
+
+        def problems_of(flags):
+            """The code of a suspect step: the data's faults, else divergence (or none)."""
+            data = _code(flags)
+            fallback = DIVERGED if training else 0
+            return tf.where(tf.equal(data, 0), fallback, data)
+
+        def examined():
+            if not examine:
+                return tf.zeros([len(_INPUT_PROBLEMS)])
+            return _examine(x, y, sample_weight, negative)
+
+        def record(problems):
+            first = tf.logical_and(clean, problems > 0)
+            self.bad_batch.assign(tf.where(first, self.batches, self.bad_batch))
+            self.problems.assign(tf.where(first, tf.cast(problems, "float32"), self.problems))
 
         context = tf.distribute.get_replica_context()
         if context is not None and context.num_replicas_in_sync > 1:
             flags = tf.cond(
                 suspect,
-                lambda: _examine(x, y, sample_weight, negative),
-                lambda: tf.zeros([len(_INPUT_PROBLEMS)]),
+                lambda: tf.concat([examined(), [1.0]], 0),
+                lambda: tf.zeros([len(_INPUT_PROBLEMS) + 1]),
             )
-            problems = _code(context.all_reduce(tf.distribute.ReduceOp.SUM, flags))
-            first = tf.logical_and(clean, problems > 0)
-            self.bad_batch.assign(tf.where(first, self.batches, self.bad_batch))
-            self.problems.assign(tf.where(first, tf.cast(problems, "float32"), self.problems))
+            flags = context.all_reduce(tf.distribute.ReduceOp.SUM, flags)
+            problems = tf.where(flags[-1] > 0, problems_of(flags[:-1]), 0)
+            record(problems)
             ok = tf.logical_and(clean, tf.equal(problems, 0))
-            if apply is not None:
+            if training:
                 apply_if(ok, apply, gradients)
             tf.cond(ok, local, lambda: None)
             return
 
-        def examine():
-            problems = _code(_examine(x, y, sample_weight, negative))
+        def refuse():
+            problems = problems_of(examined())
+            record(problems)
+            tf.cond(tf.logical_and(clean, tf.equal(problems, 0)), accept, lambda: None)
 
-            def refuse():
-                self.bad_batch.assign(self.batches)
-                self.problems.assign(tf.cast(problems, "float32"))
-
-            tf.cond(tf.equal(problems, 0), accept, refuse)
-
-        ok = tf.logical_and(clean, tf.logical_not(suspect))
-        tf.cond(ok, accept, lambda: tf.cond(clean, examine, lambda: None))
+        tf.cond(tf.logical_and(clean, tf.logical_not(suspect)), accept, refuse)
 
     def result(self):
         return self.problems
@@ -106,8 +132,13 @@ class InputCheck(keras.metrics.Metric):
         for variable in self.variables:
             variable.assign(0.0)
 
+    def refused(self) -> int:
+        """The code of the first step refused since the last reset (0 when none)."""
+        return int(self.problems.numpy())
+
     def raise_if_refused(self, where: str):
-        problems = int(self.problems.numpy())
+        """Raises the `ValueError` for data at fault, if a step refused its batch for that."""
+        problems = self.refused() & ~DIVERGED
         if not problems:
             return
         argument, problem = next(p for i, p in enumerate(_INPUT_PROBLEMS) if problems >> i & 1)
@@ -119,26 +150,75 @@ class InputCheck(keras.metrics.Metric):
 
 
 class InputCheckCallback(keras.callbacks.Callback):
-    """Turns a batch refused by a step into a `ValueError`, before any other callback sees it."""
+    """Acts on a step the model refused, before any other callback sees the epoch.
+
+    Data at fault raise a `ValueError` naming the argument, the epoch and the batch. Divergence
+    (a non-finite loss or gradient from clean data) stops training with a
+    `keras_mle.DivergenceWarning`: the parameters and optimizer state are those before the
+    refused step, or, if an update had already made them non-finite, those at the start of the
+    epoch. The reason goes to `model.divergence` and to the History as `stop_reason`, as
+    `ConvergenceStopping` records its own.
+    """
 
     def on_train_begin(self, logs=None):
         self.epoch = 0
+        self.model.divergence = None
+        optimizer = getattr(self.model, "optimizer", None)
+        if optimizer is not None and not optimizer.built and self.model.built:
+            # Built now, as the first step would, so that the epoch's start includes its state.
+            optimizer.build(self.model.trainable_variables)
 
     def on_epoch_begin(self, epoch, logs=None):
         self.epoch = epoch
         self.model.train_input_check.reset_state()
+        self._start = [v.numpy() for v in _state_variables(self.model)]
 
     def on_epoch_end(self, epoch, logs=None):
-        self.model.train_input_check.raise_if_refused(f"epoch {epoch + 1}")
+        self._act(f"epoch {epoch + 1}")
 
     def on_test_begin(self, logs=None):
-        # Validation runs before on_epoch_end: report a refused training batch first.
+        # Validation runs before on_epoch_end: act on a refused training step first.
         if getattr(self, "epoch", None) is not None:
-            self.model.train_input_check.raise_if_refused(f"epoch {self.epoch + 1}")
+            self._act(f"epoch {self.epoch + 1}")
         self.model.test_input_check.reset_state()
 
     def on_test_end(self, logs=None):
         self.model.test_input_check.raise_if_refused("evaluation")
+
+    def on_train_end(self, logs=None):
+        history = getattr(self.model, "history", None)
+        if self.model.divergence and isinstance(history, keras.callbacks.History):
+            history.history["stop_reason"] = [self.model.divergence]
+
+    def _act(self, where):
+        check = self.model.train_input_check
+        check.raise_if_refused(where)
+        if not check.refused() & DIVERGED or self.model.divergence:
+            return
+        variables = _state_variables(self.model)
+        restored = not all(np.all(np.isfinite(v.numpy())) for v in variables)
+        if restored:
+            for variable, value in zip(variables, self._start, strict=True):
+                variable.assign(value)
+        state = "at the start of the epoch" if restored else "before that batch"
+        self.model.divergence = (
+            f"diverged in {where}, batch {int(check.bad_batch.numpy())}: the loss or a gradient "
+            f"was NaN or Inf; the parameters and optimizer state are those {state}"
+        )
+        warnings.warn(
+            f"Training {self.model.divergence}. Try a smaller learning rate, or "
+            "model.adapt(x, y) before fit() so that the data are well scaled.",
+            DivergenceWarning,
+            stacklevel=2,
+        )
+        self.model.stop_training = True
+
+
+def _state_variables(model):
+    """The trainable variables and the optimizer's: what a divergence may spoil."""
+    optimizer = getattr(model, "optimizer", None)
+    extra = list(optimizer.variables) if optimizer is not None and optimizer.built else []
+    return [*model.trainable_variables, *extra]
 
 
 def _examine(x, y, sample_weight, negative):
