@@ -12,7 +12,8 @@ def summary_table(result, level: float = 0.95) -> str:
     """`InferenceResult.summary`: a text table in the spirit of statsmodels' `summary()`."""
     width = 78
     stat = "t" if result.convention == "ols" else "z"
-    dist = f"OLS (t, df={result.df_resid:g})" if result.convention == "ols" else "MLE (normal z)"
+    df = result.df_resid if result.df_inference is None else result.df_inference
+    dist = f"OLS (t, df={df:g})" if result.convention == "ols" else "MLE (normal z)"
     status = "yes" if result.converged else "NO"
     if math.isfinite(result.distance_to_optimum):
         status += f" ({result.distance_to_optimum:.1e} se)"
@@ -21,12 +22,14 @@ def summary_table(result, level: float = 0.95) -> str:
         ("No. observations:", f"{result.nobs:g}"),
         ("Df residuals:", f"{result.df_resid:g}"),
         ("Residual SD:", "-" if result.sigma is None else f"{result.sigma:#.6g}"),
+        ("Covariance:", result.cov_type),
     ]
     right = [
         ("Log-likelihood:", f"{result.loglik:#.6g}"),
         ("AIC:", f"{result.aic:#.6g}"),
         ("BIC:", f"{result.bic:#.6g}"),
         ("Converged:", status),
+        ("Df model:", f"{result.df_model:g}"),
     ]
     lower, upper = (0.5 * (1 - level), 0.5 * (1 + level))
     lines = [
@@ -53,15 +56,27 @@ def summary_table(result, level: float = 0.95) -> str:
             f"{_fmt_p(p):>8}{_fmt(lo, 5):>12}{_fmt(hi, 5):>12}"
         )
     lines.append("=" * width)
-    notes = [
-        "Standard errors from the observed information (float64 Hessian of the total "
-        + ("sum of squared errors; s^2 = RSS / (n - p))." if stat == "t" else "NLL).")
-    ]
+    notes = [_covariance_note(result, stat)]
     notes += result.warnings
     lines.append("Notes:")
     for i, note in enumerate(notes, 1):
         lines += textwrap.wrap(f"[{i}] {note}", width, subsequent_indent="    ")
     return "\n".join(lines)
+
+
+def _covariance_note(result, stat):
+    if result.cov_type == "nonrobust":
+        return "Standard errors from the observed information (float64 Hessian of the total " + (
+            "sum of squared errors; s^2 = RSS / (n - p))." if stat == "t" else "NLL)."
+        )
+    if result.cov_type == "cluster":
+        kind = f"cluster-robust over {result.n_groups} groups (CRV1, G/(G-1) (n-1)/(n-k))"
+    else:
+        kind = f"heteroscedasticity-robust ({result.cov_type} sandwich)"
+    note = f"Standard errors {kind}."
+    if stat == "t" and any(np.isnan(np.asarray(v)).all() for v in result.stderr.values()):
+        note += " The robust covariance covers the coefficients; sigma has none."
+    return note
 
 
 def _conf_bounds(result, level):

@@ -11,6 +11,8 @@ normal_ppf(q)     # the q quantile of N(0, 1)
 t_sf(t, df)       # P(T > t), T ~ Student's t with df degrees of freedom
 t_ppf(q, df)      # the q quantile of Student's t
 chi2_sf(x, df)    # P(X > x), X ~ chi-square with df degrees of freedom
+chi2_ppf(q, df)   # the q quantile of the chi-square
+f_sf(x, dfn, dfd) # P(F > x), F ~ Fisher's F with dfn and dfd degrees of freedom
 ```
 """
 
@@ -19,7 +21,7 @@ from __future__ import annotations
 import numpy as np
 from scipy import stats
 
-__all__ = ["normal_sf", "normal_ppf", "t_sf", "t_ppf", "chi2_sf"]
+__all__ = ["normal_sf", "normal_ppf", "t_sf", "t_ppf", "chi2_sf", "chi2_ppf", "f_sf"]
 
 
 def normal_sf(z):
@@ -47,6 +49,20 @@ def chi2_sf(x, df):
     return _result(stats.chi2.sf(_values("x", x), _degrees_of_freedom(df)))
 
 
+def chi2_ppf(q, df):
+    """The `q` quantile of the chi-square with `df > 0` degrees of freedom, `0 < q < 1`."""
+    return _result(stats.chi2.ppf(_probabilities(q), _degrees_of_freedom(df)))
+
+
+def f_sf(x, dfn, dfd):
+    """`P(F > x)` for Fisher's F with `dfn > 0` and `dfd > 0` degrees of freedom."""
+    return _result(
+        stats.f.sf(
+            _values("x", x), _degrees_of_freedom(dfn, "dfn"), _degrees_of_freedom(dfd, "dfd")
+        )
+    )
+
+
 def _values(name, value):
     try:
         array = np.asarray(value, np.float64)
@@ -62,10 +78,10 @@ def _probabilities(q):
     return array
 
 
-def _degrees_of_freedom(df):
-    array = _values("df", df)
+def _degrees_of_freedom(df, name="df"):
+    array = _values(name, df)
     if not np.all(array > 0.0):  # also refuses NaN
-        raise ValueError(f"df must be > 0, got {df!r}.")
+        raise ValueError(f"{name} must be > 0, got {df!r}.")
     return array
 
 

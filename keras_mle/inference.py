@@ -51,14 +51,20 @@ import warnings
 
 import numpy as np
 
-from keras_mle import _summary, distributions
+from keras_mle import _summary, covariance, distributions
+from keras_mle import profile as profile_lib
 from keras_mle.models.base import LikelihoodDerivatives, MaximumLikelihoodModel
+from keras_mle.refine import RefineReport, refine
 
 __all__ = [
     "inference",
     "likelihood_ratio_test",
+    "refine",
     "InferenceResult",
     "LikelihoodRatioResult",
+    "PredictionResult",
+    "RefineReport",
+    "WaldTestResult",
     "InferenceWarning",
 ]
 
@@ -74,15 +80,17 @@ class InferenceWarning(UserWarning):
 class InferenceResult:
     """Estimates and their uncertainty, in the user's units. Returned by `inference`.
 
-    `params`, `stderr`, `tvalues`, `pvalues` are dicts keyed like `model.params` (a NumPy
-    `float64` for a scalar parameter, an array for a vector one). `covariance` is the
-    `(p, p)` matrix over the flattened parameters named in `param_names` (`m_0, m_1, ...` for
-    the components of a vector `m`).
+    `params`, `stderr` (alias `bse`), `tvalues`, `pvalues` are dicts keyed like `model.params`
+    (a NumPy `float64` for a scalar parameter, an array for a vector one); statsmodels returns
+    flat arrays instead, which `to_frame()` gives here. `covariance` (also `cov_params()`) is
+    the `(p, p)` matrix over the flattened parameters named in `param_names` (`m_0, m_1, ...`
+    for the components of a vector `m`).
 
     Attributes:
         model_name: Class name of the model.
         convention: `"ols"` (t statistics, `s^2 = RSS / (n - p)`) or `"mle"` (z statistics).
-        loglik: Maximised log-likelihood (for OLS: the Gaussian one, with `sigma^2 = RSS / n`).
+        loglik: Maximised log-likelihood (for OLS: the Gaussian one, with `sigma^2 = RSS / n`);
+            also `llf`.
         aic, bic: `-2 loglik + 2 k`, `-2 loglik + log(n) k` (`k`: see the module docstring).
         nobs: Number of observations (the sum of the weights).
         df_resid: `nobs - k`.
@@ -90,10 +98,16 @@ class InferenceResult:
             one).
         converged: Whether the Newton step left is under `tol` standard errors.
         hessian_positive_definite: Whether the fit is at a strict local minimum.
-        distance_to_optimum: Largest Newton step left, in standard errors.
+        distance_to_optimum: Largest Newton step left, in (model-based) standard errors.
         warnings: The warnings raised, as text.
         n_likelihood_params: Free parameters of the likelihood (for OLS: the coefficients and
             sigma), whose differences are the degrees of freedom of `likelihood_ratio_test`.
+        cov_type: `"nonrobust"`, `"HC0"`..`"HC3"` or `"cluster"` (see `keras_mle.covariance`).
+        df_inference: Degrees of freedom of the t and F distributions: `df_resid`, or, for a
+            cluster covariance under OLS conventions, the number of groups minus 1.
+        n_groups: Number of clusters (`cov_type="cluster"`), else `None`.
+        df_model: Estimated parameters other than intercepts and noise scales (statsmodels'
+            `k - k_constant`).
     """
 
     model_name: str
@@ -113,11 +127,35 @@ class InferenceResult:
     distance_to_optimum: float
     warnings: list
     n_likelihood_params: int
+    cov_type: str = "nonrobust"
+    df_inference: float | None = None
+    n_groups: int | None = None
+    df_model: float = math.nan
+    _context: object = dataclasses.field(default=None, repr=False)
+
+    # ------------------------------------------------------------ statsmodels names
+    @property
+    def bse(self) -> dict:
+        """`stderr` under statsmodels' name."""
+        return self.stderr
+
+    @property
+    def llf(self) -> float:
+        """`loglik` under statsmodels' name."""
+        return self.loglik
+
+    def cov_params(self) -> np.ndarray:
+        """A copy of `covariance`, ordered like `param_names`."""
+        return self.covariance.copy()
 
     @property
     def distribution(self) -> str:
         """`"t"` (OLS) or `"normal"` (MLE): the reference distribution of `tvalues`."""
         return "t" if self.convention == "ols" else "normal"
+
+    @property
+    def _df(self) -> float:
+        return self.df_resid if self.df_inference is None else self.df_inference
 
     @property
     def tvalues(self) -> dict:
@@ -130,7 +168,7 @@ class InferenceResult:
         result = {}
         for name, t in self.tvalues.items():
             tail = (
-                distributions.t_sf(np.abs(t), self.df_resid)
+                distributions.t_sf(np.abs(t), self._df)
                 if self.convention == "ols"
                 else distributions.normal_sf(np.abs(t))
             )
@@ -139,25 +177,196 @@ class InferenceResult:
 
     def critical_value(self, level: float = 0.95) -> float:
         """The `(1 + level) / 2` quantile of the t (OLS) or normal (MLE) distribution."""
-        if not 0.0 < level < 1.0:
-            raise ValueError(f"level must be in (0, 1), got {level!r}.")
+        _check_level(level)
         q = 0.5 * (1.0 + level)
         if self.convention == "ols":
-            return float(distributions.t_ppf(q, self.df_resid))
+            return float(distributions.t_ppf(q, self._df))
         return float(distributions.normal_ppf(q))
 
-    def conf_int(self, level: float = 0.95) -> dict:
-        """Confidence intervals `params -/+ q * stderr`, `q` from `critical_value(level)`.
+    def conf_int(self, level: float = 0.95, method: str = "wald") -> dict:
+        """Confidence intervals at `level`, by the Wald or the profile-likelihood method.
+
+        - `"wald"`: `params -/+ q * stderr`, `q` from `critical_value(level)` (with the
+          covariance of `cov_type`).
+        - `"profile"`: `{t : 2 (llf_max - llf_profile(t)) <= chi2(1).ppf(level)}`, the other
+          parameters re-optimised in float64 (`keras_mle.profile`); for least squares the
+          log-likelihood is the Gaussian one with the noise variance at its MLE. Only with
+          `cov_type="nonrobust"`: a profile likelihood assumes the model is right. A bound
+          that cannot be found (the likelihood never falls that far) is NaN, with a warning.
 
         Returns:
             A dict keyed like `params`; each value has the parameter's shape plus a last axis
             `(lower, upper)`.
         """
-        q = self.critical_value(level)
-        return {
-            name: np.stack([value - q * self.stderr[name], value + q * self.stderr[name]], -1)
-            for name, value in self.params.items()
+        _check_level(level)
+        if method == "wald":
+            q = self.critical_value(level)
+            return {
+                name: np.stack([value - q * self.stderr[name], value + q * self.stderr[name]], -1)
+                for name, value in self.params.items()
+            }
+        if method != "profile":
+            raise ValueError(f"method must be 'wald' or 'profile', got {method!r}.")
+        if self.cov_type != "nonrobust":
+            raise ValueError(
+                f"method='profile' uses the likelihood, which assumes the model is correctly "
+                f"specified; it does not combine with cov_type={self.cov_type!r}. Use "
+                "method='wald' for robust intervals."
+            )
+        if self._context is None:
+            raise ValueError("this result has no data attached: profile intervals need them.")
+        bounds = self._context.profile(level)
+        flat = np.full((len(self.param_names), 2), np.nan)
+        flat[: len(bounds)] = bounds
+        if np.any(np.isnan(flat[: len(bounds)])):
+            message = (
+                "Some profile-likelihood bounds were not found (NaN): the log-likelihood does "
+                "not fall by chi2(1).ppf(level) / 2 on that side, or the optimisation failed."
+            )
+            warnings.warn(message, InferenceWarning, stacklevel=2)
+        shapes = {name: np.shape(value) for name, value in self.params.items()}
+        lower = _unflatten(flat[:, 0], shapes)
+        upper = _unflatten(flat[:, 1], shapes)
+        return {name: np.stack([lower[name], upper[name]], -1) for name in self.params}
+
+    # ------------------------------------------------------------ tests
+    def wald_test(self, R, q=None) -> WaldTestResult:
+        """Wald test of the linear restrictions `R @ theta = q` (statsmodels' `wald_test`).
+
+        ```python
+        W = (R theta - q)^T (R cov R^T)^-1 (R theta - q)
+        chi2 = W ~ chi2(r)              # MLE conventions (normal statistics)
+        F = W / r ~ F(r, df_inference)  # OLS conventions (t statistics)
+        ```
+
+        `cov` is this result's covariance (of its `cov_type`).
+
+        Args:
+            R: `(r, p)` restriction matrix (or one row of length `p`) over `param_names`.
+            q: Right-hand side, a number or `(r,)`. Defaults to `None` (zeros).
+
+        Returns:
+            A `WaldTestResult`.
+        """
+        p = len(self.param_names)
+        matrix = np.asarray(R, np.float64)
+        if matrix.ndim == 1:
+            matrix = matrix[None, :]
+        if matrix.ndim != 2 or matrix.shape[1] != p or matrix.shape[0] == 0:
+            raise ValueError(
+                f"R must have shape (r, {p}), one column per parameter in param_names "
+                f"{self.param_names}, got shape {np.shape(R)}."
+            )
+        if not np.all(np.isfinite(matrix)):
+            raise ValueError("R contains NaN or Inf.")
+        r = matrix.shape[0]
+        q = np.zeros(r) if q is None else np.asarray(q, np.float64)
+        if q.ndim == 0:
+            q = np.full(r, float(q))
+        if q.shape != (r,) or not np.all(np.isfinite(q)):
+            raise ValueError(f"q must be a finite number or have shape ({r},), got {q.shape}.")
+        if np.linalg.matrix_rank(matrix) < r:
+            raise ValueError(f"R has linearly dependent rows (rank < {r}): drop the redundant.")
+        without = [
+            name
+            for name, column, variance in zip(
+                self.param_names, matrix.T, np.diag(self.covariance), strict=True
+            )
+            if np.any(column != 0) and np.isnan(variance)
+        ]
+        if without:
+            raise ValueError(f"R involves parameter(s) without a standard error: {without}.")
+        theta = _flatten_tree(self.params)
+        diff = matrix @ theta - q
+        statistic = float(diff @ np.linalg.solve(matrix @ self.covariance @ matrix.T, diff))
+        if self.convention == "ols":
+            value = statistic / r
+            pvalue = float(distributions.f_sf(value, r, self._df))
+            return WaldTestResult(value, r, float(self._df), pvalue, "F")
+        return WaldTestResult(
+            statistic, r, None, float(distributions.chi2_sf(statistic, r)), "chi2"
+        )
+
+    # ------------------------------------------------------------ Gaussian linear models
+    @property
+    def resid(self) -> np.ndarray:
+        """Residuals `y - fitted` of a Gaussian linear model, shape `(n,)`."""
+        return self._linear().residuals
+
+    @property
+    def fittedvalues(self) -> np.ndarray:
+        """Fitted means of a Gaussian linear model, shape `(n,)`."""
+        linear = self._linear()
+        return linear.y - linear.residuals
+
+    @property
+    def rsquared(self) -> float:
+        """`1 - RSS / TSS` (TSS about the weighted mean when the model has an intercept)."""
+        return self._linear().rsquared
+
+    @property
+    def rsquared_adj(self) -> float:
+        """`1 - (n - k_constant) / (n - k) * (1 - R^2)`, `k` the mean's coefficients."""
+        linear = self._linear()
+        k = linear.design.shape[1]
+        return 1.0 - (self.nobs - linear.k_constant) / (self.nobs - k) * (1.0 - linear.rsquared)
+
+    def get_prediction(self, x_new) -> PredictionResult:
+        """Predicted means of a Gaussian linear model at `x_new`, with their uncertainty.
+
+        `se_mean^2 = d^T cov d` (`d = d mu / d theta` at `x_new`, `cov` the coefficients'
+        covariance of this result's `cov_type`), `se_obs^2 = se_mean^2 + sigma^2` (`sigma` of
+        the convention: `s` for OLS, the MLE for MLE), as statsmodels' `get_prediction`.
+        """
+        linear = self._linear()
+        model = linear.model
+        try:
+            x_new, _, _ = model.check_data(
+                x_new, np.zeros(len(np.asarray(x_new))), dtype=np.float64
+            )
+        except (TypeError, ValueError) as error:
+            raise type(error)(f"x_new: {error}") from None
+        residuals, design = covariance.least_squares_terms(
+            model, x_new, np.zeros(len(x_new)), linear.theta
+        )
+        cov = self.covariance[np.ix_(linear.indices, linear.indices)]
+        se_mean = np.sqrt(np.einsum("ij,jk,ik->i", design, cov, design))
+        df = float(self._df) if self.convention == "ols" else None
+        return PredictionResult(
+            predicted_mean=-residuals,
+            se_mean=se_mean,
+            se_obs=np.sqrt(se_mean**2 + self.sigma**2),
+            df=df,
+        )
+
+    def _linear(self):
+        linear = None if self._context is None else self._context.linear()
+        if linear is None:
+            raise ValueError(
+                f"{self.model_name} is not a Gaussian linear model (no least-squares model): "
+                "resid, fittedvalues, rsquared and get_prediction are not defined for it."
+            )
+        return linear
+
+    # ------------------------------------------------------------ output
+    def to_frame(self, level: float = 0.95):
+        """The coefficient table as a `pandas.DataFrame` indexed by `param_names`."""
+        try:
+            import pandas as pd
+        except ImportError:
+            raise ImportError("to_frame() needs pandas: pip install pandas.") from None
+        stat = "t" if self.convention == "ols" else "z"
+        intervals = self.conf_int(level)
+        lower, upper = 0.5 * (1 - level), 0.5 * (1 + level)
+        columns = {
+            "coef": _flatten_tree(self.params),
+            "std err": _flatten_tree(self.stderr),
+            stat: _flatten_tree(self.tvalues),
+            f"P>|{stat}|": _flatten_tree(self.pvalues),
+            f"[{lower:.3g}": _flatten_tree({k: v[..., 0] for k, v in intervals.items()}),
+            f"{upper:.3g}]": _flatten_tree({k: v[..., 1] for k, v in intervals.items()}),
         }
+        return pd.DataFrame(columns, index=list(self.param_names))
 
     def to_dict(self, level: float = 0.95) -> dict:
         """Plain Python values (JSON-serializable; NaN stays a float NaN)."""
@@ -168,6 +377,7 @@ class InferenceResult:
         return {
             "model": self.model_name,
             "convention": self.convention,
+            "cov_type": self.cov_type,
             "distribution": self.distribution,
             "params": plain(self.params),
             "stderr": plain(self.stderr),
@@ -181,6 +391,7 @@ class InferenceResult:
             "bic": self.bic,
             "nobs": self.nobs,
             "df_resid": self.df_resid,
+            "df_model": self.df_model,
             "sigma": self.sigma,
             "converged": self.converged,
             "hessian_positive_definite": self.hessian_positive_definite,
@@ -194,6 +405,80 @@ class InferenceResult:
 
     def __str__(self) -> str:
         return self.summary()
+
+
+@dataclasses.dataclass(frozen=True)
+class WaldTestResult:
+    """`wald_test`: the statistic (F or chi-square), its degrees of freedom and p-value.
+
+    Attributes:
+        statistic: `F = W / r` (OLS conventions) or `W` (chi-square).
+        df: Number of restrictions `r` (statsmodels' `df_num`).
+        df_denom: Denominator degrees of freedom of F, or `None` for chi-square.
+        pvalue: `P(F(r, df_denom) > F)` or `P(chi2(r) > W)`.
+        distribution: `"F"` or `"chi2"`.
+    """
+
+    statistic: float
+    df: int
+    df_denom: float | None
+    pvalue: float
+    distribution: str
+
+    def __str__(self) -> str:
+        if self.distribution == "F":
+            head = f"F({self.df}, {self.df_denom:g})"
+            return f"Wald test: {head} = {self.statistic:.6g}, p = {self.pvalue:.4g}"
+        return f"Wald test: chi2({self.df}) = {self.statistic:.6g}, p = {self.pvalue:.4g}"
+
+
+@dataclasses.dataclass(frozen=True)
+class PredictionResult:
+    """`get_prediction`: predicted means and their standard errors (statsmodels' names).
+
+    Attributes:
+        predicted_mean: `mu(x_new)`, `(m,)`.
+        se_mean: Standard error of the mean, `(m,)`.
+        se_obs: Standard error of a new observation, `(m,)`.
+        df: Degrees of freedom of the t quantiles, or `None` for normal ones.
+    """
+
+    predicted_mean: np.ndarray
+    se_mean: np.ndarray
+    se_obs: np.ndarray
+    df: float | None
+
+    def conf_int(self, alpha: float = 0.05, obs: bool = False) -> np.ndarray:
+        """`(m, 2)` intervals for the mean (`obs=False`) or a new observation (`obs=True`)."""
+        if isinstance(alpha, bool) or not (isinstance(alpha, (int, float)) and 0 < alpha < 1):
+            raise ValueError(f"alpha must be in (0, 1), got {alpha!r}.")
+        q = 1.0 - 0.5 * alpha
+        quantile = (
+            distributions.normal_ppf(q) if self.df is None else distributions.t_ppf(q, self.df)
+        )
+        se = self.se_obs if obs else self.se_mean
+        return np.stack(
+            [self.predicted_mean - quantile * se, self.predicted_mean + quantile * se], 1
+        )
+
+    def summary_frame(self, alpha: float = 0.05):
+        """A `pandas.DataFrame` with statsmodels' columns (`mean`, `mean_se`, `mean_ci_*`,
+        `obs_ci_*`)."""
+        try:
+            import pandas as pd
+        except ImportError:
+            raise ImportError("summary_frame() needs pandas: pip install pandas.") from None
+        mean, obs = self.conf_int(alpha), self.conf_int(alpha, obs=True)
+        return pd.DataFrame(
+            {
+                "mean": self.predicted_mean,
+                "mean_se": self.se_mean,
+                "mean_ci_lower": mean[:, 0],
+                "mean_ci_upper": mean[:, 1],
+                "obs_ci_lower": obs[:, 0],
+                "obs_ci_upper": obs[:, 1],
+            }
+        )
 
 
 @dataclasses.dataclass(frozen=True)
@@ -224,6 +509,8 @@ def inference(
     sample_weight=None,
     convention: str = "auto",
     tol: float = 1e-3,
+    cov_type: str = "nonrobust",
+    groups=None,
 ) -> InferenceResult:
     """Standard errors, tests and information criteria of a fitted `keras_mle` model.
 
@@ -239,14 +526,21 @@ def inference(
             (`GaussianRegression`); `"mle"` to NLL models. Defaults to `"auto"`.
         tol: Largest Newton step left at the fitted parameters, in standard errors, for the fit
             to count as converged. Defaults to `1e-3`.
+        cov_type: `"nonrobust"` (the inverse observed information, or `s^2 (X'X)^-1` for OLS),
+            the sandwich `"HC0"`, `"HC1"` (times `n / (n - k)`), `"HC2"`, `"HC3"` (leverage
+            corrections; OLS conventions only), or `"cluster"` (one-way, with `groups`; times
+            `G / (G - 1) * (n - 1) / (n - k)`). See `keras_mle.covariance`. Under OLS
+            conventions the robust covariances cover the coefficients (sigma has none).
+            Defaults to `"nonrobust"`.
+        groups: One cluster label per row, for `cov_type="cluster"`. Defaults to `None`.
 
     Returns:
         An `InferenceResult`.
 
     Raises:
         TypeError: if `model` is not a `keras_mle.MaximumLikelihoodModel`.
-        ValueError: for bad arguments or data, a convention the model does not support,
-            non-finite parameters, or a `sample_loss` that cannot run in float64.
+        ValueError: for bad arguments or data, a convention or covariance type the model does
+            not support, non-finite parameters, or a `sample_loss` that cannot run in float64.
 
     Example:
 
@@ -266,15 +560,20 @@ def inference(
     convention, least_squares = _resolve_convention(model, convention)
     if isinstance(tol, bool) or not (isinstance(tol, (int, float)) and tol > 0):
         raise ValueError(f"tol must be a number > 0, got {tol!r}.")
+    _check_cov_type(model, convention, cov_type, groups)
+    fit_model = model if convention == "mle" else least_squares
+    checked = fit_model.check_data(x, y, sample_weight, dtype=np.float64)
+    if cov_type == "cluster":
+        groups = covariance.check_groups(groups, len(checked[0]))
     if convention == "ols":
         fit = _ols_fit(model, least_squares, x, y, sample_weight)
     else:
         fit = _mle_fit(model, x, y, sample_weight)
 
     variances = np.diag(fit.covariance)
-    stderr_flat = np.where(variances >= 0, np.sqrt(np.abs(variances)), np.nan)
+    model_stderr = np.where(variances >= 0, np.sqrt(np.abs(variances)), np.nan)
     with np.errstate(divide="ignore", invalid="ignore"):
-        distance = float(np.max(np.abs(fit.newton_step) / stderr_flat))
+        distance = float(np.max(np.abs(fit.newton_step) / model_stderr))
     messages = []
     if not fit.positive_definite:
         messages.append(
@@ -290,24 +589,31 @@ def inference(
     for message in messages:
         warnings.warn(f"{type(model).__name__}: {message}", InferenceWarning, stacklevel=2)
 
+    cov, n_groups = fit.covariance, None
+    if cov_type != "nonrobust":
+        cov, n_groups = _robust(fit, fit_model, convention, checked, cov_type, groups)
+    variances = np.diag(cov)
+    stderr_flat = np.where(variances >= 0, np.sqrt(np.abs(variances)), np.nan)
     params = _unflatten(fit.derivatives.params, fit.shapes)
     stderr = _unflatten(stderr_flat, fit.shapes)
     param_names = list(fit.derivatives.names)
-    covariance = fit.covariance
     if fit.unestimated:
         # Parameters outside the least-squares model (the noise scale, reported as s): no
         # standard error, and NaN rows and columns in the covariance.
         shapes = {name: np.shape(value) for name, value in fit.unestimated.items()}
         params.update(fit.unestimated)
         stderr.update(_unflatten(np.full(_size(shapes), np.nan), shapes))
-        covariance = np.pad(covariance, (0, _size(shapes)), constant_values=np.nan)
+        cov = np.pad(cov, (0, _size(shapes)), constant_values=np.nan)
         param_names += _flat_names(shapes)
+    df_inference = fit.df_resid
+    if n_groups is not None and convention == "ols":
+        df_inference = float(n_groups - 1)
     return InferenceResult(
         model_name=type(model).__name__,
         convention=convention,
         params=params,
         stderr=stderr,
-        covariance=covariance,
+        covariance=cov,
         param_names=param_names,
         loglik=fit.loglik,
         aic=-2.0 * fit.loglik + 2.0 * fit.k_criteria,
@@ -320,7 +626,155 @@ def inference(
         distance_to_optimum=distance,
         warnings=messages,
         n_likelihood_params=fit.k_likelihood,
+        cov_type=cov_type,
+        df_inference=df_inference,
+        n_groups=n_groups,
+        df_model=float(len(fit.derivatives.params) - _n_constant(fit_model)),
+        _context=_Context(model, fit_model, fit, convention, checked),
     )
+
+
+# Attached to the function, so that `keras_mle.inference.refine(...)` works whether
+# `keras_mle.inference` names this module or (at the package level) this function.
+inference.refine = refine
+
+
+def _check_cov_type(model, convention, cov_type, groups):
+    if cov_type not in covariance.COV_TYPES:
+        raise ValueError(f"cov_type must be one of {covariance.COV_TYPES}, got {cov_type!r}.")
+    if groups is not None and cov_type != "cluster":
+        raise ValueError(f"groups is only used with cov_type='cluster', not {cov_type!r}.")
+    if cov_type in ("HC2", "HC3") and convention != "ols":
+        name = type(model).__name__
+        hint = (
+            " Pass convention='ols': its least_squares_model() defines them."
+            if model.least_squares_model() is not None
+            else ""
+        )
+        raise ValueError(
+            f"cov_type={cov_type!r} needs leverages (the hat matrix of a least-squares fit), "
+            f"which {name} under MLE conventions does not define; use 'HC0' or 'HC1'.{hint}"
+        )
+
+
+def _robust(fit, fit_model, convention, checked, cov_type, groups):
+    """The sandwich covariance (user units) of `fit`, over the parameters of `fit_model`."""
+    x, y, w = checked
+    w = np.ones(len(x)) if w is None else w
+    theta = fit.derivatives.params
+    leverage = None
+    if convention == "ols":
+        residuals, design = covariance.least_squares_terms(fit_model, x, y, theta)
+        gradients = -2.0 * residuals[:, None] * design
+        leverage = 2.0 * np.einsum("ij,jk,ik->i", design, fit.bread, design)
+    else:
+        gradients = covariance.per_sample_gradients(fit_model, x, y, theta)
+    return covariance.robust_covariance(
+        cov_type, fit.bread, gradients, w, leverage=leverage, groups=groups
+    )
+
+
+class _Context:
+    """The data and models behind a result, for profile intervals and linear-model extras."""
+
+    def __init__(self, model, fit_model, fit, convention, checked):
+        self.model = model
+        self.fit_model = fit_model
+        self.fit = fit
+        self.convention = convention
+        self.x, self.y, weights = checked
+        self.weights = np.ones(len(self.x)) if weights is None else weights
+        self._profiles = {}
+        self._linear = False
+
+    def profile(self, level):
+        """`(p_fit, 2)` profile bounds over the parameters of the fitted model."""
+        if level not in self._profiles:
+            self._profiles[level] = self._profile(level)
+        return self._profiles[level]
+
+    def _profile(self, level):
+        fit, model = self.fit, self.fit_model
+        x, y, w = self.x, self.y, self.weights
+        nobs = fit.nobs
+
+        def evaluate(theta):
+            try:
+                d = model.likelihood_derivatives(x, y, w, params=_unflatten(theta, fit.shapes))
+            except ValueError:
+                return None
+            if not (math.isfinite(d.total) and np.all(np.isfinite(d.hessian))):
+                return None
+            return d.total, d.score, d.information
+
+        if self.convention == "ols":
+
+            def loglik(loss):
+                return -0.5 * nobs * (math.log(2.0 * math.pi) + math.log(loss / nobs) + 1.0)
+
+            def dloglik(loss):
+                return -0.5 * nobs / loss
+
+        else:
+
+            def loglik(loss):
+                return -loss
+
+            def dloglik(loss):
+                return -1.0
+
+        covariance_matrix = fit.covariance
+        problem = profile_lib.ProfileProblem(
+            evaluate=evaluate,
+            loglik=loglik,
+            dloglik=dloglik,
+            theta_hat=fit.derivatives.params.copy(),
+            stderr=np.sqrt(np.abs(np.diag(covariance_matrix))),
+            covariance=covariance_matrix,
+        )
+        if not fit.positive_definite:
+            return np.full((len(problem.theta_hat), 2), np.nan)
+        cutoff = float(distributions.chi2_ppf(level, 1))
+        return np.array(
+            [profile_lib.profile_bounds(problem, j, cutoff) for j in range(len(problem.theta_hat))]
+        )
+
+    def linear(self):
+        """The least-squares pieces of a Gaussian linear model, or `None` (cached)."""
+        if self._linear is False:
+            self._linear = self._linear_terms()
+        return self._linear
+
+    def _linear_terms(self):
+        model = self.model
+        least = model if model.sample_loss_kind == "squared_error" else model.least_squares_model()
+        if least is None or least.sample_loss_kind != "squared_error" or self.y is None:
+            return None
+        names = _flat_names(_shapes(least))
+        all_names = list(self.fit.derivatives.names)
+        if not set(names) <= set(all_names):
+            return None
+        indices = [all_names.index(name) for name in names]
+        theta = self.fit.derivatives.params[indices]
+        y = np.reshape(self.y, -1)
+        residuals, design = covariance.least_squares_terms(least, self.x, y, theta)
+        w = self.weights
+        k_constant = _n_constant(least)
+        centre = (w @ y) / w.sum() if k_constant else 0.0
+        rss, tss = w @ residuals**2, w @ (y - centre) ** 2
+        return _Linear(least, indices, theta, y, residuals, design, 1.0 - rss / tss, k_constant)
+
+
+@dataclasses.dataclass(frozen=True)
+class _Linear:
+    model: MaximumLikelihoodModel  # the least-squares model
+    indices: list  # its parameters' positions in the result's param_names
+    theta: np.ndarray
+    y: np.ndarray
+    residuals: np.ndarray
+    design: np.ndarray
+    rsquared: float
+    k_constant: int
 
 
 def likelihood_ratio_test(
@@ -413,6 +867,7 @@ class _Fit:
     sigma: float | None
     k_criteria: int  # parameters counted by AIC and BIC
     k_likelihood: int  # free parameters of the likelihood (likelihood-ratio degrees of freedom)
+    bread: np.ndarray  # H^-1 in user units (the inverse Hessian of the total loss)
     unestimated: dict = dataclasses.field(default_factory=dict)  # reported without stderr
 
 
@@ -441,6 +896,7 @@ def _mle_fit(model, x, y, sample_weight) -> _Fit:
         sigma=sigma,
         k_criteria=p,
         k_likelihood=p,
+        bread=jacobian @ h_inverse @ jacobian.T,
     )
 
 
@@ -492,6 +948,7 @@ def _ols_fit(model, least_squares, x, y, sample_weight) -> _Fit:
         sigma=math.sqrt(s2),
         k_criteria=p,
         k_likelihood=p + 1,
+        bread=jacobian @ h_inverse @ jacobian.T,
         unestimated=unestimated,
     )
 
@@ -553,6 +1010,26 @@ def _scale_name(model):
     """The parameter with the role `"scale"` in `parameter_roles` (the noise SD), or `None`."""
     roles = model.parameter_roles or {}
     return next((name for name in model.parameter_names if roles.get(name) == "scale"), None)
+
+
+def _n_constant(model):
+    """Parameters with the role `"intercept"` or `"scale"` (not counted by `df_model`)."""
+    roles = model.parameter_roles or {}
+    shapes = _shapes(model)
+    return sum(
+        math.prod(shapes[name])
+        for name, role in roles.items()
+        if role in ("intercept", "scale") and name in shapes
+    )
+
+
+def _check_level(level):
+    if isinstance(level, bool) or not (isinstance(level, (int, float)) and 0.0 < level < 1.0):
+        raise ValueError(f"level must be in (0, 1), got {level!r}.")
+
+
+def _flatten_tree(tree):
+    return np.concatenate([np.reshape(np.asarray(v, np.float64), -1) for v in tree.values()])
 
 
 def _shapes(model):

@@ -381,6 +381,12 @@ class MaximumLikelihoodModel(keras.Model):
             jacobian=jacobian.numpy().reshape(len(user_flat), len(user_flat)),
         )
 
+    def refine(self, x, y=None, sample_weight=None, *, max_steps=20, tol=1e-10):
+        """Float64 Newton steps to the optimum (`keras_mle.refine.refine`); returns its report."""
+        from keras_mle.refine import refine  # (keras_mle.refine imports this module)
+
+        return refine(self, x, y, sample_weight, max_steps=max_steps, tol=tol)
+
     def per_sample_loss(self, x, y=None, *, params=None) -> np.ndarray:
         """`l_i`: each sample's loss (NLL, or squared error) in the user's units, in float64."""
         x64, y64, _ = self.check_data(x, y, dtype=np.float64)
