@@ -1,265 +1,217 @@
-"""The `keras-mle` command line: `keras-mle demo --out DIR` (more subcommands register here)."""
+"""The `keras-mle` command line, TensorFlow side: `demo`, `fit` and `show` once inputs are valid.
+
+The console script runs `keras_mle_cli.main` (a top-level module), which parses the arguments,
+checks the paths and reads the CSV columns without importing TensorFlow, then calls `run_fit`,
+`run_show` or `run_demo` here. `main` below is the same entry point, for callers that import the
+package.
+
+`fit` builds a float64 model, `adapt`s it to the data (a float64 whitening, so that the default
+optimizer converges in a few to a few hundred full-batch steps whatever the units), trains until
+`ConvergenceStopping` says the gradient is negligible (`--epochs` is a cap) and prints the
+inference summary, its rows named after the columns (`m[income]`, `b`). A fit that diverges,
+does not converge, or whose Newton step left is more than `inference`'s tolerance in standard
+errors exits 1 and leaves `--out` untouched; a successful one is saved atomically, with the
+column names in `MODEL.keras.json` beside it.
+"""
 
 from __future__ import annotations
 
-import argparse
-import functools
+import dataclasses
+import hashlib
+import math
 import os
 import sys
+import warnings
+
+import keras
+import numpy as np
+
+import keras_mle
+import keras_mle_cli
+from keras_mle import callbacks as callbacks_lib
+from keras_mle import checkpoint
+from keras_mle_cli import MODELS, FitError, UsageError
+
+__all__ = ["main", "run_demo", "run_fit", "run_show", "UsageError", "FitError", "MODELS"]
+
+#: `ConvergenceStopping` stops once the gradient norm of the mean loss, in the adapted
+#: (whitened) coordinates where the Hessian is of order 1, stays under this over sqrt(rows):
+#: the Newton step left is then about 1e-6 standard errors or less.
+GRADIENT_TOLERANCE = 1e-6
+PATIENCE = 2
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="keras-mle", description="Maximum-likelihood fitting with Keras."
-    )
-    commands = parser.add_subparsers(dest="command", required=True)
-
-    demo = commands.add_parser(
-        "demo", help="run the articles' two experiments through fit() and the custom loops"
-    )
-    demo.add_argument("--out", default="demo_output", help="output folder (default: demo_output)")
-    demo.add_argument("--quick", action="store_true", help="fewer epochs, for smoke tests")
-    demo.set_defaults(handler=_run_demo)
-    _add_fit_parser(commands)
-    _add_show_parser(commands)
-    return parser
+def main(argv=None) -> int:
+    """Runs `keras-mle` with `argv` (default: `sys.argv[1:]`); returns the exit code."""
+    return keras_mle_cli.main(argv)
 
 
-def _run_demo(args) -> int:
+def _quiet_python_logging():
+    import absl.logging
+    import tensorflow as tf
+
+    absl.logging.set_verbosity(absl.logging.ERROR)
+    tf.get_logger().setLevel("ERROR")
+
+
+# ---------------------------------------------------------------- demo
+def run_demo(args, inputs) -> int:
     from keras_mle import demo
 
+    _quiet_python_logging()
     demo.run(args.out, quick=args.quick)
     return 0
 
 
-# ---------------------------------------------------------------- keras-mle fit / show
-#: The models `keras-mle fit` trains, by command-line name.
-FIT_MODELS = {
-    "linear": "LinearRegression",
-    "gaussian": "GaussianMLE",
-    "gaussian-regression": "GaussianRegression",
-}
+# ---------------------------------------------------------------- fit
+class _DivergenceStop(keras.callbacks.Callback):
+    """Stops training at the first epoch whose loss or parameters are not finite."""
+
+    def __init__(self):
+        super().__init__()
+        self.reason = None
+
+    def on_epoch_end(self, epoch, logs=None):
+        loss = (logs or {}).get("loss")
+        params = self.model.params
+        if loss is not None and not math.isfinite(float(loss)):
+            self.reason = f"loss {float(loss)} at epoch {epoch + 1}"
+        elif not all(np.all(np.isfinite(v)) for v in params.values()):
+            self.reason = f"non-finite parameters at epoch {epoch + 1}"
+        if self.reason is not None:
+            self.model.stop_training = True
 
 
-class UsageError(Exception):
-    """A bad input of `keras-mle fit`/`show`: reported on one line, exit code 2."""
+def _arrays(columns):
+    x = np.asarray([columns.values[c] for c in columns.x], np.float64).T
+    if columns.y is None:
+        return x[:, 0], None
+    return x, np.asarray(columns.values[columns.y], np.float64)
 
 
-def _positive_int(text):
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
-    return value
+def labels(params: dict, roles, x_columns) -> list:
+    """Row names of the flattened `params`: slopes `m[col]` after their columns, others as is."""
+    names = []
+    for name, value in params.items():
+        size = int(np.size(value))
+        if (roles or {}).get(name) == "slope" and x_columns and size == len(x_columns):
+            names += [f"{name}[{column}]" for column in x_columns]
+        elif size == 1:
+            names.append(name)
+        else:
+            names += [f"{name}[{i}]" for i in range(size)]
+    return names
 
 
-def _positive_float(text):
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
-    if not value > 0 or value == float("inf"):
-        raise argparse.ArgumentTypeError(f"must be a finite number > 0, got {text}")
-    return value
-
-
-def _add_fit_parser(commands):
-    fit = commands.add_parser(
-        "fit",
-        help="fit a model to columns of a CSV file",
-        description=(
-            "Fit a model to columns of a CSV file (with a header row) by maximum likelihood, "
-            "with a progress bar, TensorBoard logs and checkpoints; print the fitted parameters."
-        ),
-    )
-    fit.add_argument("model", choices=sorted(FIT_MODELS), help="the model to fit")
-    fit.add_argument("--data", required=True, metavar="FILE.csv", help="CSV file with a header")
-    fit.add_argument(
-        "--x",
-        metavar="COL[,COL...]",
-        help="feature column(s); for 'gaussian', the sample column (or give it as --y)",
-    )
-    fit.add_argument("--y", metavar="COL", help="target column")
-    fit.add_argument("--epochs", type=_positive_int, default=500, help="default: 500")
-    fit.add_argument(
-        "--batch-size", type=_positive_int, default=None, help="default: all rows (full batch)"
-    )
-    fit.add_argument("--optimizer", default="adam", help="a Keras optimizer name (default: adam)")
-    fit.add_argument("--learning-rate", type=_positive_float, default=0.05, help="default: 0.05")
-    fit.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
-    fit.add_argument("--logdir", metavar="DIR", help="write TensorBoard logs under DIR")
-    fit.add_argument(
-        "--checkpoint-dir",
-        metavar="DIR",
-        help="back up the training state (weights, optimizer) in DIR",
-    )
-    fit.add_argument(
-        "--checkpoint-every",
-        type=_positive_int,
-        default=10,
-        metavar="N",
-        help="epochs between two backups; the last epoch is always backed up (default: 10)",
-    )
-    fit.add_argument(
-        "--resume", action="store_true", help="continue from the backup in --checkpoint-dir"
-    )
-    fit.add_argument("--out", metavar="MODEL.keras", help="save the fitted model there")
-    fit.add_argument(
-        "--verbose", type=int, choices=(0, 1, 2), default=1, help="0: quiet, 1: progress bar"
-    )
-    fit.set_defaults(handler=_run_fit)
-
-
-def _add_show_parser(commands):
-    show = commands.add_parser(
-        "show",
-        help="print a saved model's type and parameters (with --data: its inference summary)",
-    )
-    show.add_argument("model_path", metavar="MODEL.keras")
-    show.add_argument(
-        "--data", metavar="FILE.csv", help="the data it was fitted on: print the summary table"
-    )
-    show.add_argument("--x", metavar="COL[,COL...]", help="feature column(s) of --data")
-    show.add_argument("--y", metavar="COL", help="target column of --data")
-    show.set_defaults(handler=_run_show)
-
-
-def _reports_usage_errors(run):
-    """Turns a `UsageError` into one line on stderr and exit code 2."""
-
-    @functools.wraps(run)
-    def handler(args):
+def _summary(model, x, y, x_columns):
+    """The inference result (rows named after the columns) and the warnings it raised."""
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
         try:
-            return run(args)
-        except UsageError as error:
-            message = " ".join(str(error).split())
-            print(f"keras-mle {args.command}: error: {message}", file=sys.stderr)
-            return 2
-
-    return handler
-
-
-def read_csv_columns(path, columns) -> dict:
-    """Reads numeric `columns` of a CSV file with a header row, as float64 arrays.
-
-    Raises `UsageError` for a missing or unreadable file, an empty file, a file without data
-    rows, a missing column, a short row or a cell that is not a number.
-    """
-    import csv
-
-    import numpy as np
-
-    try:
-        with open(path, newline="") as file:
-            rows = list(csv.reader(file))
-    except (OSError, UnicodeDecodeError) as error:
-        reason = getattr(error, "strerror", None) or error
-        raise UsageError(f"cannot read {path}: {reason}") from None
-    rows = [row for row in rows if any(cell.strip() for cell in row)]
-    if not rows:
-        raise UsageError(f"{path} is empty")
-    header = [name.strip() for name in rows[0]]
-    if len(rows) == 1:
-        raise UsageError(f"{path} has a header but no data rows")
-    index = {}
-    for column in columns:
-        if column not in header:
-            raise UsageError(
-                f"column {column!r} not found in {path} (columns: {', '.join(header)})"
-            )
-        index[column] = header.index(column)
-    values = {column: np.empty(len(rows) - 1) for column in columns}
-    for line, row in enumerate(rows[1:], start=2):
-        for column, position in index.items():
-            cell = row[position].strip() if position < len(row) else ""
-            try:
-                values[column][line - 2] = float(cell)
-            except ValueError:
-                raise UsageError(
-                    f"{path} line {line}, column {column!r}: {cell!r} is not a number"
-                ) from None
-    return values
+            result = keras_mle.inference(model, x, y)
+        except (TypeError, ValueError) as error:
+            raise UsageError(error) from None
+    names = labels(result.params, model.parameter_roles, x_columns)
+    if len(names) == len(result.param_names):
+        result = dataclasses.replace(result, param_names=names)
+    return result, caught
 
 
-def _fit_inputs(args):
-    """The model class name, x and y from the CSV file, all validated (no output written)."""
-    import numpy as np
-
-    x_columns = [c.strip() for c in args.x.split(",")] if args.x else []
-    if any(not c for c in x_columns):
-        raise UsageError(f"--x has an empty column name: {args.x!r}")
-    if args.model == "gaussian":
-        columns = x_columns + ([args.y] if args.y else [])
-        if len(columns) != 1:
-            raise UsageError("gaussian fits one column: give it as --y COL (or --x COL)")
-        data = read_csv_columns(args.data, columns)
-        return data[columns[0]], None
-    if not x_columns or not args.y:
-        raise UsageError(f"{args.model} needs --x COL[,COL...] and --y COL")
-    data = read_csv_columns(args.data, [*x_columns, args.y])
-    x = np.stack([data[c] for c in x_columns], axis=1)
-    return x, data[args.y]
+def _warning_lines(caught, skip=()):
+    """One stderr line per warning of the package's own (others are TensorFlow's noise)."""
+    for warning in caught:
+        own = warning.category.__module__.startswith("keras_mle")
+        if own and not issubclass(warning.category, skip):
+            keras_mle_cli.report("fit", "warning", warning.message)
 
 
-@_reports_usage_errors
-def _run_fit(args) -> int:
-    if args.out is not None and not args.out.endswith(".keras"):
-        raise UsageError(f"--out must end in .keras, got {args.out!r}")
-    if args.resume and not args.checkpoint_dir:
-        raise UsageError("--resume needs --checkpoint-dir, the folder to resume from")
-    x, y = _fit_inputs(args)
-
-    import keras
-    import numpy as np
-
-    import keras_mle
-    from keras_mle import callbacks as callbacks_lib
-    from keras_mle import checkpoint
-
+def run_fit(args, columns) -> int:
+    _quiet_python_logging()
+    class_name, _ = MODELS[args.model]
+    x, y = _arrays(columns)
+    n = len(x)
     keras.utils.set_random_seed(args.seed)
-    model = getattr(keras_mle, FIT_MODELS[args.model])()
+    model = getattr(keras_mle, class_name)(dtype="float64")
     try:
-        x, y, _ = model.check_data(
-            x.astype(np.float32), None if y is None else y.astype(np.float32)
-        )
-        optimizer = keras.optimizers.get(args.optimizer)
+        model.adapt(x, y)
     except (TypeError, ValueError) as error:
-        raise UsageError(error) from None
+        raise UsageError(f"{columns.path}: {error}") from None
+    optimizer = keras.optimizers.get(args.optimizer)
     optimizer.learning_rate = args.learning_rate
-    batch_size = args.batch_size or len(x)
+    record = keras_mle_cli.checkpoint_record(args, columns.x, columns.y)
+    if args.checkpoint_dir:
+        _prepare_checkpoint_dir(args, model, x, y, record)
 
-    callbacks = []
+    data = x if y is None else (x, y)
+    divergence = _DivergenceStop()
+    tolerance = GRADIENT_TOLERANCE / math.sqrt(n)
+    convergence = callbacks_lib.ConvergenceStopping(
+        data,
+        parameter_tolerance=None,
+        gradient_tolerance=tolerance,
+        patience=PATIENCE,
+        verbose=0,
+    )
+    callbacks = [divergence, convergence]
     if args.logdir:
-        image_every = max(10, args.epochs // 10)
-        data = x if y is None else (x, y)
+        image_every = max(10, min(args.epochs, 1000) // 10)
         callbacks.append(
             callbacks_lib.ParameterTensorBoard(args.logdir, data, image_every=image_every)
         )
-    history = keras_mle.loops.train(
-        model,
-        x,
-        y,
-        epochs=args.epochs,
-        batch_size=batch_size,
-        optimizer=optimizer,
-        mode="function",
-        callbacks=callbacks,
-        verbose=args.verbose,
-        checkpoint_dir=args.checkpoint_dir,
-        checkpoint_every=args.checkpoint_every,
-        resume=args.resume,
-    )
-    if args.out:
-        checkpoint.save_model_atomic(model, args.out)
-    reference = model.closed_form(x, y)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        history = keras_mle.loops.train(
+            model,
+            x,
+            y,
+            epochs=args.epochs,
+            batch_size=args.batch_size or n,
+            optimizer=optimizer,
+            mode="function",
+            callbacks=callbacks,
+            verbose=args.verbose,
+            checkpoint_dir=args.checkpoint_dir,
+            checkpoint_every=args.checkpoint_every,
+            resume=args.resume,
+        )
     epochs_run = len(history.epoch)
+    steps = int(model.optimizer.iterations)
+    diverged = [w for w in caught if issubclass(w.category, keras_mle.DivergenceWarning)]
+    if diverged or divergence.reason is not None:
+        reason = divergence.reason or " ".join(str(diverged[0].message).split())
+        raise FitError(
+            f"the fit diverged ({reason}): try a smaller --learning-rate "
+            f"(now {args.learning_rate:g}); nothing saved to --out"
+        )
+    if convergence.stop_reason is None:
+        norm = history.history.get("gradient_norm", [float("nan")])[-1]
+        more = " (add --resume to continue from the backup)" if args.checkpoint_dir else ""
+        raise FitError(
+            f"did not converge within --epochs {args.epochs}: gradient norm {norm:.3g} > "
+            f"{tolerance:.3g}; run more epochs{more} or change --learning-rate; "
+            "nothing saved to --out"
+        )
+    result, inference_warnings = _summary(model, x, y, columns.x)
+    if not result.converged:
+        raise FitError(
+            f"not converged: {result.warnings[0] if result.warnings else 'see the summary'}; "
+            "nothing saved to --out"
+        )
+    _warning_lines(caught, skip=(keras_mle.DivergenceWarning,))
+    if args.out:
+        _save(model, args.out, record)
+
+    if columns.dropped_lines:
+        print(
+            f"dropped {len(columns.dropped_lines)} row(s) with a missing value "
+            f"(lines {_line_list(columns.dropped_lines)})"
+        )
     print(
-        f"{type(model).__name__} on {len(x)} rows of {args.data}, {epochs_run} epoch(s) run, "
-        f"{int(model.optimizer.iterations)} optimizer step(s) in all"
+        f"{class_name} on {n} rows of {columns.path}: {convergence.stop_reason}; "
+        f"{epochs_run} epoch(s) run, {steps} optimizer step(s) in all "
+        f"({args.optimizer}, learning rate {args.learning_rate:g})"
     )
-    _print_parameters(model.params, reference)
+    print(result.summary())
     if args.logdir:
         print(f"TensorBoard logs: tensorboard --logdir {args.logdir}")
     if args.checkpoint_dir:
@@ -269,62 +221,108 @@ def _run_fit(args) -> int:
     return 0
 
 
-def _print_parameters(params, reference=None):
-    import numpy as np
-
-    header = f"{'parameter':<12}{'estimate':>16}"
-    if reference is not None:
-        header += f"{'closed form':>16}"
-    print(header)
-    for name, value in params.items():
-        values = np.ravel(value)
-        refs = None if reference is None else np.ravel(reference[name])
-        for i, v in enumerate(values):
-            label = name if values.size == 1 else f"{name}[{i}]"
-            line = f"{label:<12}{float(v):>16.8g}"
-            if refs is not None:
-                line += f"{float(refs[i]):>16.8g}"
-            print(line)
+def _line_list(lines, most=5):
+    shown = ", ".join(str(line) for line in lines[:most])
+    return shown + (", ..." if len(lines) > most else "")
 
 
-@_reports_usage_errors
-def _run_show(args) -> int:
+def _prepare_checkpoint_dir(args, model, x, y, record):
+    """Checks a `--resume` backup against the model; records what the backup is a fit of."""
+    directory = args.checkpoint_dir
+    backup = checkpoint.read_backup(directory) if args.resume else None
+    if backup is not None:
+        done = int(backup.get("epoch", 0))
+        if args.epochs <= done:
+            raise UsageError(
+                f"--resume: the backup in {directory} has already run {done} epoch(s); "
+                f"ask for --epochs > {done} to continue"
+            )
+        # Load it into a copy first, so that a backup of another fit is a one-line error.
+        trial = type(model).from_config(model.get_config()).adapt(x, y)
+        trial.compile(optimizer=keras.optimizers.get(args.optimizer))
+        try:
+            with warnings.catch_warnings():
+                # Keras only warns when it skips the optimizer state of another optimizer.
+                warnings.simplefilter("error")
+                checkpoint.restore_backup(trial, directory)
+        except Exception as error:  # noqa: BLE001  h5py and Keras raise many types.
+            raise UsageError(
+                f"--resume: the backup in {directory} is not a {type(model).__name__} fit of "
+                f"{len(record['x'])} column(s) with {args.optimizer} ({error})"
+            ) from None
+    os.makedirs(directory, exist_ok=True)
+    keras_mle_cli.write_json_atomic(
+        os.path.join(directory, keras_mle_cli.CHECKPOINT_RECORD), record
+    )
+
+
+def _save(model, path, record):
+    """Saves `model` to `path` atomically, then its record (with the file's hash) beside it."""
+    checkpoint.save_model_atomic(model, path)
+    with open(path, "rb") as file:
+        digest = hashlib.sha256(file.read()).hexdigest()
+    keras_mle_cli.write_json_atomic(
+        keras_mle_cli.model_record_path(path), {**record, "sha256": digest}
+    )
+
+
+# ---------------------------------------------------------------- show
+def _x_columns_of(path, record):
+    """The feature columns recorded beside a saved model, if the record is of this very file."""
+    if record is None:
+        return None
+    with open(path, "rb") as file:
+        if hashlib.sha256(file.read()).hexdigest() != record.get("sha256"):
+            return None
+    return record.get("x")
+
+
+def run_show(args, columns) -> int:
+    _quiet_python_logging()
     path = args.model_path
-    if not os.path.isfile(path):
-        raise UsageError(f"no such file: {path}")
-    import keras
-
-    import keras_mle
-
     try:
         model = keras.models.load_model(path)
     except Exception as error:  # noqa: BLE001  Keras raises many types for a bad archive.
         raise UsageError(f"cannot load {path}: {error}") from None
     if not isinstance(model, keras_mle.MaximumLikelihoodModel):
         raise UsageError(f"{path} holds a {type(model).__name__}, not a keras_mle model")
-    if args.data is not None:
-        # `_fit_inputs` reads one column for a model of a sample, x and y columns otherwise.
-        args.model = "linear" if model.takes_targets else "gaussian"
-        x, y = _fit_inputs(args)
-        try:
-            result = keras_mle.inference(model, x, y)
-        except (TypeError, ValueError) as error:
-            raise UsageError(error) from None
-        print(result.summary())
-        return 0
+    x_columns = _x_columns_of(path, args.record)
+    params = model.params
+    names = labels(params, model.parameter_roles, x_columns)
+    flat = np.concatenate([np.ravel(np.asarray(v, np.float64)) for v in params.values()])
+    bad = [
+        f"{name} = {value}"
+        for name, value in zip(names, flat, strict=True)
+        if not np.isfinite(value)
+    ]
+    if bad:
+        raise FitError(f"{path} holds non-finite parameters ({', '.join(bad)}): not a usable fit")
+    if columns is not None:
+        return _show_summary(model, path, columns)
     print(f"{type(model).__name__} ({path})")
     optimizer = getattr(model, "optimizer", None)
     if optimizer is not None:
         print(f"optimizer: {type(optimizer).__name__}, {int(optimizer.iterations)} step(s)")
-    _print_parameters(model.params)
+    width = max(12, *(len(name) + 2 for name in names))
+    print(f"{'parameter':<{width}}{'estimate':>16}")
+    for name, value in zip(names, flat, strict=True):
+        print(f"{name:<{width}}{float(value):>16.8g}")
     return 0
 
 
-def main(argv=None) -> int:
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    parser = build_parser()
-    args = parser.parse_args(argv)
-    return args.handler(args)
+def _show_summary(model, path, columns):
+    if model.takes_targets != (columns.y is not None):
+        wanted = "--x COL[,COL...] --y COL" if model.takes_targets else "one column (--y COL)"
+        raise UsageError(f"{path} holds a {type(model).__name__}: give {wanted}")
+    x, y = _arrays(columns)
+    result, _ = _summary(model, x, y, columns.x if columns.y is not None else None)
+    print(result.summary())
+    if not result.converged:
+        raise FitError(
+            f"{path} is not at the optimum for {columns.path}: "
+            f"{result.warnings[0] if result.warnings else 'see the summary'}"
+        )
+    return 0
 
 
 if __name__ == "__main__":
