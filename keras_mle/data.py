@@ -34,6 +34,9 @@ __all__ = [
     "stack_batches",
     "epoch_dataset",
     "EpochBatches",
+    "csv_dataset",
+    "write_shards",
+    "shard_dataset",
 ]
 
 #: Largest shift a cast may give the values of a column, as a fraction of the column's standard
@@ -380,3 +383,7 @@ def cast_for_model(name: str, array: np.ndarray, dtype) -> np.ndarray:
                 stacklevel=3,
             )
     return cast
+
+
+# Data from files (defined in their own module, which uses the checks above).
+from keras_mle._files import csv_dataset, shard_dataset, write_shards  # noqa: E402

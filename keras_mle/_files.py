@@ -1,0 +1,338 @@
+"""Training data read from files, a batch at a time, with tf.data's own readers.
+
+Two formats, exported from `keras_mle.data`:
+
+- CSV shards as users have them (`csv_dataset`), parsed by `tf.data.experimental.CsvDataset`;
+- a binary shard format for data converted once (`write_shards`, `shard_dataset`): each row is
+  its columns as little-endian floats, one after the other, so a block of rows is one fixed-length
+  record that `tf.data.FixedLengthRecordDataset` reads and `tf.io.decode_raw` decodes with no
+  parsing. A JSON manifest beside the shards holds the columns, the dtype and each shard's rows.
+
+Both give batches `(x, y)` or `(x, y, sample_weight)` with `x` of shape `(B, features)`, a known
+cardinality (Keras then makes exactly one step per batch, with no "ran out of data" warning), and
+read their files in a fixed order; a multi-worker strategy shards them by file or by data, never
+dropping rows. Values are not checked here: the training step checks every streamed batch.
+"""
+
+from __future__ import annotations
+
+import csv
+import glob
+import json
+import math
+import os
+
+import numpy as np
+import tensorflow as tf
+
+from keras_mle import data as data_lib
+
+__all__ = ["csv_dataset", "write_shards", "shard_dataset"]
+
+#: Name of the manifest `write_shards` writes beside its shards.
+MANIFEST_SUFFIX = ".manifest.json"
+_MISSING = ("error", "drop")
+
+
+def _files(pattern, name="pattern") -> list[str]:
+    """The files matching `pattern` (a glob or a list of paths), sorted; raises if none."""
+    if isinstance(pattern, (str, os.PathLike)):
+        files = sorted(glob.glob(os.fspath(pattern)))
+    else:
+        files = [os.fspath(p) for p in pattern]
+    if not files:
+        raise ValueError(f"{name}: no file matches {pattern!r}.")
+    for path in files:
+        if not os.path.isfile(path):
+            raise ValueError(f"{name}: {path!r} is not a file.")
+    return files
+
+
+def _columns_wanted(x, y, sample_weight) -> tuple[list[str], list[str]]:
+    if isinstance(x, str) or not x:
+        raise ValueError(f"x must be a non-empty list of column names, got {x!r}.")
+    roles = [("x", list(x)), ("y", [] if y is None else [y])]
+    roles.append(("sample_weight", [] if sample_weight is None else [sample_weight]))
+    wanted = [c for _, columns in roles for c in columns]
+    for column in wanted:
+        if not isinstance(column, str):
+            raise TypeError(f"column names must be strings, got {column!r}.")
+    repeated = sorted({c for c in wanted if wanted.count(c) > 1})
+    if repeated:
+        raise ValueError(f"columns {repeated} are named more than once in x, y, sample_weight.")
+    return list(x), wanted
+
+
+def _csv_header(path, sep) -> list[str]:
+    with open(path, newline="", encoding="utf-8-sig") as file:
+        header = next(csv.reader(file, delimiter=sep), None)
+    if not header:
+        raise ValueError(f"{path}: empty file, expected a header line.")
+    header = [h.strip() for h in header]
+    repeated = sorted({h for h in header if header.count(h) > 1})
+    if repeated:
+        raise ValueError(f"{path}: duplicate column name(s) {repeated} in the header.")
+    return header
+
+
+def _count_lines(path) -> int:
+    """Data lines of a CSV file (the header excluded, blank trailing lines ignored)."""
+    count, last = 0, b"\n"
+    with open(path, "rb") as file:
+        while chunk := file.read(1 << 24):
+            count += chunk.count(b"\n")
+            last = chunk[-1:]
+    lines = count + (last != b"\n")  # a last line without a newline
+    return max(lines - 1, 0)
+
+
+def _batches(columns, n_x, has_y, has_w):
+    """`(x, y[, sample_weight])` from a batch of columns, `x` stacked as `(B, n_x)`."""
+    parts = [tf.stack(columns[:n_x], axis=1)]
+    if has_y:
+        parts.append(columns[n_x])
+    if has_w:
+        parts.append(columns[n_x + has_y])
+    return tuple(parts) if len(parts) > 1 else parts[0]
+
+
+def _finish(dataset, batch_size, rows):
+    dataset = dataset.apply(tf.data.experimental.assert_cardinality(math.ceil(rows / batch_size)))
+    options = tf.data.Options()
+    # Shard by file where each worker can get whole files, else by data; never OFF.
+    options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.AUTO
+    return dataset.with_options(options).prefetch(tf.data.AUTOTUNE)
+
+
+def csv_dataset(
+    pattern,
+    *,
+    x,
+    y: str | None = None,
+    sample_weight: str | None = None,
+    batch_size: int,
+    sep: str = ",",
+    missing: str = "error",
+    dtype="float32",
+):
+    """Batches of named columns of CSV files, parsed by `tf.data.experimental.CsvDataset`.
+
+    Every file must have a header line, the same in all files (a UTF-8 byte order mark is
+    accepted). Files are read in sorted order; rows in file order.
+
+    Args:
+        pattern: A glob (`"data/part-*.csv"`) or a list of paths.
+        x: Names of the feature columns.
+        y: Name of the target column. Defaults to `None` (a model of a sample).
+        sample_weight: Name of a weight column. Defaults to `None`.
+        batch_size: Rows per batch (batches run across file boundaries).
+        sep: The field separator. Defaults to `","`.
+        missing: `"error"` (an empty field stops reading with an error naming the column; the
+            default) or `"drop"` (rows with an empty field in a used column are skipped; the
+            rows are then counted by a first pass over the files).
+        dtype: Float dtype of the values. Defaults to `"float32"`.
+
+    Returns:
+        A `tf.data.Dataset` of `x` batches of shape `(B, len(x))`, with `y` and `sample_weight`
+        of shape `(B,)` when named, of known cardinality.
+    """
+    data_lib.check_positive_int("batch_size", batch_size)
+    if missing not in _MISSING:
+        raise ValueError(f"missing must be one of {_MISSING}, got {missing!r}.")
+    if not isinstance(sep, str) or len(sep) != 1:
+        raise ValueError(f"sep must be one character, got {sep!r}.")
+    dtype = tf.as_dtype(dtype)
+    if not dtype.is_floating:
+        raise ValueError(f"dtype must be a float dtype, got {dtype.name}.")
+    features, wanted = _columns_wanted(x, y, sample_weight)
+    files = _files(pattern)
+    header = _csv_header(files[0], sep)
+    for path in files[1:]:
+        if _csv_header(path, sep) != header:
+            raise ValueError(f"{path}: its header differs from that of {files[0]}.")
+    absent = [c for c in wanted if c not in header]
+    if absent:
+        raise ValueError(f"column(s) {absent} not found in {files[0]} (columns: {header}).")
+    order = sorted(range(len(wanted)), key=lambda i: header.index(wanted[i]))
+    select = [header.index(wanted[i]) for i in order]
+    # CsvDataset gives the selected columns in file order; `back` puts them in `wanted` order.
+    back = [order.index(i) for i in range(len(wanted))]
+    nan = float("nan")
+    defaults = [tf.constant([nan], dtype)] * len(wanted)
+
+    def rows_of(path):
+        return tf.data.experimental.CsvDataset(
+            path, defaults, header=True, field_delim=sep, select_cols=select
+        )
+
+    def in_order(*columns):
+        return [columns[i] for i in back]
+
+    # Batched straight away: every later operation is per batch, not per row.
+    blocks = tf.data.Dataset.from_tensor_slices(files).flat_map(rows_of).batch(batch_size)
+    if missing == "drop":
+
+        def complete(*columns):
+            columns = in_order(*columns)
+            keep = tf.reduce_all([tf.logical_not(tf.math.is_nan(c)) for c in columns], axis=0)
+            return tuple(tf.boolean_mask(c, keep) for c in columns)
+
+        blocks = blocks.map(complete).rebatch(batch_size)
+        count = int(blocks.reduce(np.int64(0), lambda n, *c: n + tf.shape(c[0], tf.int64)[0]))
+    else:
+
+        def complete(*columns):
+            columns = in_order(*columns)
+            for name, column in zip(wanted, columns, strict=True):
+                tf.debugging.assert_equal(
+                    tf.reduce_any(tf.math.is_nan(column)),
+                    False,
+                    message=f"column {name!r} has a missing or NaN value in {pattern!s} "
+                    "(pass missing='drop' to skip such rows)",
+                )
+            return tuple(columns)
+
+        blocks = blocks.map(complete, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+        count = sum(_count_lines(path) for path in files)
+    if count == 0:
+        raise ValueError(f"{pattern!s}: no data rows.")
+    n_x, has_y, has_w = len(features), y is not None, sample_weight is not None
+    dataset = blocks.map(lambda *columns: _batches(columns, n_x, has_y, has_w))
+    return _finish(dataset, batch_size, count)
+
+
+def write_shards(
+    prefix,
+    x,
+    y=None,
+    sample_weight=None,
+    *,
+    rows_per_shard: int = 1_000_000,
+    dtype="float32",
+    overwrite: bool = False,
+) -> str:
+    """Writes arrays as binary shards for `shard_dataset`; returns the manifest's path.
+
+    The shards are `{prefix}-00000-of-0000N.bin`, each `rows_per_shard` rows (the last fewer),
+    every row its x values, then y, then the weight, as little-endian floats of `dtype`. The
+    manifest `{prefix}.manifest.json` lists them with their rows. Nothing is written if any
+    argument fails its check, and existing files are only replaced with `overwrite=True`.
+
+    Args:
+        prefix: Path prefix of the files (its folder must exist).
+        x: Features, shape `(N,)` or `(N, k)`.
+        y: Targets, shape `(N,)`. Defaults to `None`.
+        sample_weight: Weights, shape `(N,)`, >= 0. Defaults to `None`.
+        rows_per_shard: Rows per file. Defaults to `1_000_000`.
+        dtype: `"float32"` (the default) or `"float64"`.
+        overwrite: Replace existing shards of the same prefix. Defaults to `False`.
+    """
+    data_lib.check_positive_int("rows_per_shard", rows_per_shard)
+    if np.dtype(dtype) not in (np.float32, np.float64):
+        raise ValueError(f"dtype must be float32 or float64, got {dtype!r}.")
+    x, y = data_lib.check_xy(x, y)
+    sample_weight = data_lib.check_sample_weight(sample_weight, len(x))
+    prefix = os.fspath(prefix)
+    folder = os.path.dirname(os.path.abspath(prefix))
+    if not os.path.isdir(folder):
+        raise ValueError(f"prefix: folder {folder!r} does not exist.")
+    manifest = prefix + MANIFEST_SUFFIX
+    if not overwrite and (os.path.exists(manifest) or glob.glob(glob.escape(prefix) + "-*.bin")):
+        raise ValueError(f"prefix: shards of {prefix!r} exist; pass overwrite=True to replace.")
+    columns = [x.reshape(len(x), -1)]
+    columns += [a[:, None] for a in (y, sample_weight) if a is not None]
+    table = np.concatenate(columns, axis=1).astype(np.dtype(dtype).newbyteorder("<"))
+    count = math.ceil(len(table) / rows_per_shard)
+    shards = []
+    for i in range(count):
+        path = f"{prefix}-{i:05d}-of-{count:05d}.bin"
+        part = table[i * rows_per_shard : (i + 1) * rows_per_shard]
+        temporary = path + ".tmp"
+        part.tofile(temporary)
+        os.replace(temporary, path)
+        shards.append({"file": os.path.basename(path), "rows": len(part)})
+    description = {
+        "format": "keras_mle shards 1",
+        "dtype": np.dtype(dtype).name,
+        "features": columns[0].shape[1],
+        "y": y is not None,
+        "sample_weight": sample_weight is not None,
+        "shards": shards,
+    }
+    with open(manifest + ".tmp", "w") as file:
+        json.dump(description, file, indent=1)
+    os.replace(manifest + ".tmp", manifest)
+    return manifest
+
+
+def shard_dataset(manifest, *, batch_size: int, block_rows: int | None = None):
+    """Batches of the shards `write_shards` wrote, read as fixed-length blocks of rows.
+
+    Args:
+        manifest: The path `write_shards` returned (`{prefix}.manifest.json`).
+        batch_size: Rows per batch (batches run across shard boundaries).
+        block_rows: Rows per read. Defaults to `None` (`batch_size`).
+
+    Returns:
+        A `tf.data.Dataset` of `(x, y[, sample_weight])` batches (`x` of shape `(B, k)`), or of
+        `x` alone when no `y` was written, of known cardinality.
+    """
+    data_lib.check_positive_int("batch_size", batch_size)
+    block_rows = data_lib.check_optional_positive_int("block_rows", block_rows) or batch_size
+    manifest = os.fspath(manifest)
+    try:
+        with open(manifest) as file:
+            description = json.load(file)
+        shards = description["shards"]
+        dtype = tf.as_dtype(description["dtype"])
+        width = description["features"] + description["y"] + description["sample_weight"]
+    except (OSError, ValueError, KeyError, TypeError) as error:
+        raise ValueError(f"manifest: {manifest!r} is not a shard manifest ({error}).") from None
+    folder = os.path.dirname(os.path.abspath(manifest))
+    row_bytes = width * dtype.size
+    reads = []  # (path, header rows, rows per record): the full blocks, then each file's tail
+    for shard in shards:
+        path = os.path.join(folder, shard["file"])
+        expected = shard["rows"] * row_bytes
+        if not os.path.isfile(path) or os.path.getsize(path) != expected:
+            raise ValueError(
+                f"manifest: shard {path!r} is missing or not {expected} bytes long; "
+                "write the shards again."
+            )
+        full, tail = divmod(shard["rows"], block_rows)
+        if full:
+            reads.append((path, 0, block_rows, tail * row_bytes))
+        if tail:
+            reads.append((path, full * block_rows, tail, 0))
+    if not reads:
+        raise ValueError(f"manifest: {manifest!r} lists no rows.")
+    paths, skips, sizes, footers = (list(v) for v in zip(*reads, strict=True))
+
+    def records(path, skip, size, footer):
+        return tf.data.FixedLengthRecordDataset(
+            path, record_bytes=size * row_bytes, header_bytes=skip * row_bytes,
+            footer_bytes=footer, buffer_size=1 << 20,
+        )  # fmt: skip
+
+    blocks = tf.data.Dataset.from_tensor_slices(
+        (paths, tf.constant(skips, tf.int64), tf.constant(sizes, tf.int64), footers)
+    ).flat_map(lambda p, s, n, f: records(p, s, n, tf.cast(f, tf.int64)))
+
+    def decode(record):
+        return tf.reshape(tf.io.decode_raw(record, dtype, little_endian=True), [-1, width])
+
+    table = blocks.map(decode, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+    if block_rows != batch_size or any(size != batch_size for size in sizes[:-1]):
+        table = table.rebatch(batch_size)
+    n_x, has_y, has_w = description["features"], description["y"], description["sample_weight"]
+
+    def split(block):
+        parts = [block[:, :n_x]]
+        if has_y:
+            parts.append(block[:, n_x])
+        if has_w:
+            parts.append(block[:, n_x + has_y])
+        return tuple(parts) if len(parts) > 1 else parts[0]
+
+    dataset = table.map(split, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+    return _finish(dataset, batch_size, sum(shard["rows"] for shard in shards))
