@@ -126,6 +126,8 @@ def stack_batches(x, y=None, sample_weight=None, *, batch_size: int, repeats: in
     check_positive_int("repeats", repeats)
     x, y = check_xy(x, y)
     sample_weight = check_sample_weight(sample_weight, len(x))
+    # A batch larger than the data is the full batch (shapes, hence memory, follow the data).
+    batch_size = min(batch_size, len(x))
     full = len(x) // batch_size * batch_size
 
     def split(a):
@@ -180,6 +182,7 @@ def array_dataset(arrays: tuple, *, batch_size: int, shuffle: bool = False):
     """
     check_positive_int("batch_size", batch_size)
     n = len(arrays[0])
+    batch_size = min(batch_size, n)  # a batch larger than the data is the full batch
     num_batches = -(-n // batch_size)
     tensors = tuple(tf.constant(a) for a in arrays)
     data = tf.data.Dataset.from_tensors(tensors).repeat()

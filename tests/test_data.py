@@ -89,9 +89,9 @@ def test_stack_batches_without_a_remainder_or_targets():
     batches = data.stack_batches(np.arange(8.0), batch_size=4)
     assert batches.x.shape == (2, 4)
     assert batches.y is None and batches.sample_weight is None and batches.last_x is None
-    # Fewer rows than a batch: no full batch, one short one.
+    # Fewer rows than a batch: the full batch, so shapes follow the data, not batch_size.
     short = data.stack_batches(np.arange(3.0), batch_size=4)
-    assert short.x.shape == (0, 4) and short.last_x.shape == (3,)
+    assert short.x.shape == (1, 3) and short.last_x is None
 
 
 def test_epoch_dataset_element_is_one_epoch():
