@@ -5,42 +5,63 @@ Two kinds of file, both the ones Keras itself uses:
 - a model file (`.keras` archive, or `.weights.h5` with weights and optimizer state), written by
   `save_model_atomic`: Keras writes to a temporary file beside the target, which is then moved
   onto it with `os.replace`. A process killed during a save leaves the previous file whole (and a
-  stray hidden `*.tmp*` file, removed by the next save);
-- a backup directory in the layout of `keras.callbacks.BackupAndRestore`: `latest.weights.h5`
-  (weights, optimizer iterations and slot variables) and `training_metadata.json`
-  (`{"epoch": completed_epochs, "batch": 0, ...}`). `write_backup` stores the metadata inside the
-  weights file as well, so that the file is the single commit point: weights, epoch and NumPy
-  random state always come from the same moment, even if the process died between the two
-  writes. The JSON file is kept for Keras' own `BackupAndRestore`, which reads only it.
+  stray hidden `.<name>.tmp-<pid>-*` file);
+- a backup folder in the layout of `keras.callbacks.BackupAndRestore(double_checkpoint=True)`:
+  `latest.weights.h5` (weights, optimizer iterations and slot variables), the previous generation
+  `latest.weights.h5.bkp`, and `training_metadata.json` (`{"epoch": completed_epochs, ...}`, with
+  its `.bkp`). `write_backup` stores the metadata and a SHA-256 checksum of the whole content
+  inside the weights file, so that the file is the single, self-verifying commit point; the JSON
+  files are kept for Keras' own `BackupAndRestore`, which reads only them.
+
+A training run holds an exclusive lock on its backup folder (`fcntl.flock` on `.keras_mle.lock`),
+so two runs never share one; restoring verifies the checksum and falls back to the previous
+generation when the latest fails; no file is written from a non-finite state.
 
 Two callbacks write them, through public Keras API only:
 
 - `BackupAndRestore` writes a backup at epoch boundaries. Resuming is the training loop's job:
   a keras_mle model's `fit()` and `keras_mle.loops.train` call `initial_epoch(callbacks, model)`
-  before training, which loads the backup into the model and returns the epoch to start from;
+  before training, which locks the folder, loads the backup into the model and returns the epoch
+  to start from;
 - `ModelCheckpoint` writes `.keras` / `.weights.h5` files at the end of epochs, as Keras' callback
   of that name does.
 
-See `docs/checkpointing.md` for the resume guarantee.
+See `docs/checkpointing.md` for the resume guarantee and what happens on each fault.
 """
 
 from __future__ import annotations
 
 import contextlib
 import glob
+import hashlib
 import json
 import os
+import secrets
+import shutil
+import stat
 import tempfile
+import threading
 import warnings
+import weakref
 
 import keras
 import numpy as np
 
 from keras_mle import data as data_lib
+from keras_mle.errors import DivergenceWarning
+
+try:
+    import fcntl
+except ImportError:  # Windows: only the in-process check applies.
+    fcntl = None
 
 __all__ = [
     "WEIGHTS_FILE",
     "METADATA_FILE",
+    "PREVIOUS_WEIGHTS_FILE",
+    "PREVIOUS_METADATA_FILE",
+    "LOCK_FILE",
+    "BackupInUseError",
     "save_model_atomic",
     "write_backup",
     "read_backup",
@@ -50,28 +71,44 @@ __all__ = [
     "set_numpy_random_state",
     "BackupAndRestore",
     "initial_epoch",
+    "release_backups",
     "ModelCheckpoint",
 ]
 
-#: File names of `keras.callbacks.BackupAndRestore`, shared with it.
+#: File names of `keras.callbacks.BackupAndRestore` (with `double_checkpoint=True`), shared with it.
 WEIGHTS_FILE = "latest.weights.h5"
 METADATA_FILE = "training_metadata.json"
-#: HDF5 root attribute holding the backup's metadata (JSON) inside the weights file.
+PREVIOUS_WEIGHTS_FILE = WEIGHTS_FILE + ".bkp"
+PREVIOUS_METADATA_FILE = METADATA_FILE + ".bkp"
+#: The file a training run locks (`fcntl.flock`) to hold its backup folder; never deleted.
+LOCK_FILE = ".keras_mle.lock"
+#: HDF5 root attributes of a backup: its metadata (JSON), and the SHA-256 of everything else.
 METADATA_ATTR = "keras_mle_training_metadata"
+CHECKSUM_ATTR = "keras_mle_checksum"
 
 _TEMP_MARK = ".tmp-"
 
 
+class BackupInUseError(RuntimeError):
+    """Another training run holds the backup folder (its lock file is locked)."""
+
+
+# -------------------------------------------------------------------- model files
 def save_model_atomic(model, filepath, *, weights_only: bool | None = None, metadata=None) -> str:
     """Saves `model` to `filepath` through a temporary file and `os.replace`.
+
+    The file gets the mode `open(filepath, "w")` would give it (`0o666` less the umask), or keeps
+    the mode of the file it replaces. A temporary file left by a killed save
+    (`.<name>.tmp-<pid>-*`) is not removed here: nothing proves it is stale (a backup folder's
+    are removed by `BackupAndRestore` while it holds the folder's lock).
 
     Args:
         model: A built Keras model.
         filepath: Target path, ending in `.keras` or `.weights.h5`.
         weights_only: Save weights (and optimizer state) only. Defaults to `None`: decided by the
             file name (`.weights.h5`).
-        metadata: JSON-serializable dict stored as an HDF5 attribute of a `.weights.h5` file.
-            Defaults to `None`.
+        metadata: JSON-serializable dict stored as an HDF5 attribute of a `.weights.h5` file,
+            with a checksum of the file's content (see `read_backup`). Defaults to `None`.
 
     Returns:
         `filepath`.
@@ -84,96 +121,181 @@ def save_model_atomic(model, filepath, *, weights_only: bool | None = None, meta
         raise ValueError(f"filepath must end in {suffix!r}, got {filepath!r}.")
     if metadata is not None and not weights_only:
         raise ValueError("metadata can only be stored in a .weights.h5 file.")
+    _save_atomic(model, filepath, weights_only, metadata)
+    return filepath
+
+
+def _save_atomic(model, filepath, weights_only, metadata=None, before_commit=None):
     directory = os.path.dirname(os.path.abspath(filepath))
     os.makedirs(directory, exist_ok=True)
-    name = os.path.basename(filepath)
-    _remove_stale_temporaries(directory, name, suffix)
+    suffix = ".weights.h5" if weights_only else ".keras"
     # Keras picks the format from the name, so the temporary file keeps the suffix.
-    handle, temporary = tempfile.mkstemp(
-        prefix=f".{name}{_TEMP_MARK}", suffix=suffix, dir=directory
-    )
-    os.close(handle)
+    temporary, new_file_mode = _new_temporary(directory, os.path.basename(filepath), suffix)
     try:
         if weights_only:
             model.save_weights(temporary, overwrite=True)
         else:
             model.save(temporary, overwrite=True)
         if metadata is not None:
-            import h5py
-
-            with h5py.File(temporary, "a") as file:
-                file.attrs[METADATA_ATTR] = json.dumps(metadata)
+            _seal(temporary, metadata)
         _fsync(temporary)
+        _copy_mode(temporary, filepath, new_file_mode)
+        if before_commit is not None:
+            before_commit()
         _commit(temporary, filepath)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
             os.remove(temporary)
         raise
     _fsync_directory(directory)
-    return filepath
 
 
-def write_backup(model, directory, metadata: dict) -> None:
-    """Writes `latest.weights.h5` (with `metadata` inside) and `training_metadata.json`.
+# -------------------------------------------------------------------- backups
+def write_backup(model, directory, metadata: dict, *, keep_previous: bool = True) -> bool:
+    """Writes a new backup generation, keeping the one it replaces as the previous generation.
+
+    The new `latest.weights.h5` holds `metadata` and a checksum of its content;
+    `training_metadata.json` gets a copy of `metadata` for Keras' own `BackupAndRestore`. Nothing
+    is written when the model's weights or optimizer variables hold a NaN or an Inf: a
+    `keras_mle.DivergenceWarning` says so, and the last good backup stays as it is.
+
+    Takes the folder's lock for the write, unless this thread's training run already holds it.
 
     Args:
         model: A built model; its optimizer state is saved with the weights.
         directory: The backup directory (created if missing).
         metadata: At least `{"epoch": completed_epochs}`; JSON-serializable.
+        keep_previous: Move the current `latest.weights.h5` to `latest.weights.h5.bkp` if it
+            verifies (if it does not, the existing `.bkp` is kept instead). `False` starts the
+            folder over: the new backup replaces the latest and the previous generation is
+            removed. Defaults to `True`.
+
+    Returns:
+        Whether the backup was written.
+
+    Raises:
+        BackupInUseError: Another training run holds the folder.
     """
-    save_model_atomic(model, os.path.join(directory, WEIGHTS_FILE), metadata=metadata)
+    directory = os.fspath(directory)
+    _check_metadata(metadata, "metadata")
+    with _folder_locked(directory):
+        bad = _non_finite_variables(model)
+        if bad:
+            warnings.warn(
+                f"The backup in {directory!r} was not written (epoch {metadata['epoch']}): the "
+                f"model's state is not finite (NaN or Inf in {', '.join(bad[:5])}). The last good "
+                "backup was kept.",
+                DivergenceWarning,
+                stacklevel=2,
+            )
+            return False
+        latest = os.path.join(directory, WEIGHTS_FILE)
+        previous = None
+        if keep_previous and os.path.exists(latest):
+            previous = _known_good(latest)
+            if previous is None:
+                try:
+                    previous = _verify(directory, WEIGHTS_FILE, METADATA_FILE)[0]
+                except _BadBackup as bad:
+                    warnings.warn(
+                        f"The backup file {latest!r} fails verification ({bad}): it is replaced, "
+                        "and the previous generation is kept instead of it.",
+                        UserWarning,
+                        stacklevel=2,
+                    )
+        _write_generation(model, directory, metadata, previous, drop_previous=not keep_previous)
+    return True
+
+
+def _write_generation(model, directory, metadata, previous_metadata, drop_previous):
+    """Commits a new `latest.weights.h5`; the current one becomes the `.bkp` when
+    `previous_metadata` (its metadata) is given. The folder's lock must be held."""
+    latest = os.path.join(directory, WEIGHTS_FILE)
+
+    def keep_previous():
+        if previous_metadata is not None and os.path.exists(latest):
+            _replace_with_link(latest, os.path.join(directory, PREVIOUS_WEIGHTS_FILE))
+            _write_text_atomic(
+                os.path.join(directory, PREVIOUS_METADATA_FILE), json.dumps(previous_metadata)
+            )
+            _fsync_directory(directory)
+
+    _save_atomic(model, latest, True, metadata, before_commit=keep_previous)
+    _remember_good(latest, metadata)
+    if drop_previous:
+        for name in (PREVIOUS_WEIGHTS_FILE, PREVIOUS_METADATA_FILE):
+            with contextlib.suppress(FileNotFoundError):
+                os.remove(os.path.join(directory, name))
     _write_text_atomic(os.path.join(directory, METADATA_FILE), json.dumps(metadata))
 
 
 def read_backup(directory) -> dict | None:
-    """The metadata of the backup in `directory`, or `None` when there is none.
+    """The metadata of the backup `restore_backup` would load, or `None` when there is none.
 
-    The copy inside the weights file wins over `training_metadata.json`; a backup written by
-    Keras' own `BackupAndRestore` has only the JSON file.
+    The latest generation is verified first (its checksum, or for a backup written by Keras' own
+    `BackupAndRestore`, which has none, that every dataset can be read); if it fails, the
+    previous generation is used with a `UserWarning` naming the bad file and the reason.
+
+    Raises:
+        ValueError: Backup files exist but none verifies (each file and reason named).
     """
-    weights = os.path.join(directory, WEIGHTS_FILE)
-    if not os.path.exists(weights):
-        return None
-    import h5py
-
-    with h5py.File(weights, "r") as file:
-        stored = file.attrs.get(METADATA_ATTR)
-    if stored is not None:
-        return json.loads(stored)
-    json_path = os.path.join(directory, METADATA_FILE)
-    if os.path.exists(json_path):
-        with open(json_path) as file:
-            return json.load(file)
-    return {"epoch": 0, "batch": 0}
+    found = _find_backup(os.fspath(directory))
+    return None if found is None else found[0]
 
 
 def restore_backup(model, directory) -> dict | None:
     """Loads the backup in `directory` into `model` (weights and optimizer state).
 
-    The model must be built; its optimizer, if any, is built first so that its state is loaded
-    rather than dropped. The NumPy global random state saved with the backup, if any, is restored,
-    so that `shuffle=True` draws the same orders as an uninterrupted run.
+    The backup is verified as in `read_backup` (falling back to the previous generation with a
+    warning), and the very bytes verified are loaded, even if another process replaces the files
+    meanwhile. The model must be built; its optimizer, if any, is built first so that its state
+    is loaded rather than dropped. The NumPy global random state saved with the backup, if any,
+    is restored, so that `shuffle=True` draws the same orders as an uninterrupted run.
 
     Returns:
         The backup's metadata, or `None` (and nothing changed) when there is no backup.
+
+    Raises:
+        ValueError: Backup files exist but none verifies, or the verified file does not fit the
+            model.
     """
-    metadata = read_backup(directory)
-    if metadata is None:
-        return None
-    optimizer = getattr(model, "optimizer", None)
-    if optimizer is not None and not optimizer.built:
-        optimizer.build(model.trainable_variables)
-    model.load_weights(os.path.join(directory, WEIGHTS_FILE))
+    directory = os.fspath(directory)
+    with tempfile.TemporaryDirectory(prefix="keras_mle-restore-") as scratch:
+        copy = os.path.join(scratch, WEIGHTS_FILE)
+        found = _find_backup(directory, copy_to=copy)
+        if found is None:
+            return None
+        metadata, path = found
+        optimizer = getattr(model, "optimizer", None)
+        if optimizer is not None and not optimizer.built:
+            optimizer.build(model.trainable_variables)
+        try:
+            model.load_weights(copy)
+        except Exception as error:
+            raise ValueError(
+                f"The backup {path!r} could not be loaded into the model {model.name!r} (a "
+                f"different model or optimizer?): {error}"
+            ) from error
     if metadata.get("numpy_random_state") is not None:
         set_numpy_random_state(metadata["numpy_random_state"])
     return metadata
 
 
 def delete_backup(directory) -> None:
-    """Removes the backup files (not the directory or anything else in it)."""
-    for name in (WEIGHTS_FILE, METADATA_FILE):
-        with contextlib.suppress(FileNotFoundError):
-            os.remove(os.path.join(directory, name))
+    """Removes the backup files, both generations (not the folder, its lock file or anything
+    else in it). Takes the folder's lock, unless this thread's training run holds it.
+
+    Raises:
+        BackupInUseError: Another training run holds the folder.
+    """
+    directory = os.fspath(directory)
+    if not os.path.isdir(directory):
+        return
+    with _folder_locked(directory):
+        # The previous generation first: an interrupted deletion never leaves an old backup alone.
+        for name in (PREVIOUS_WEIGHTS_FILE, PREVIOUS_METADATA_FILE, WEIGHTS_FILE, METADATA_FILE):
+            with contextlib.suppress(FileNotFoundError):
+                os.remove(os.path.join(directory, name))
 
 
 def numpy_random_state() -> list:
@@ -190,19 +312,335 @@ def set_numpy_random_state(state) -> None:
     )
 
 
+# -------------------------------------------------------------------- verification
+class _BadBackup(Exception):
+    """A backup file that fails verification; the message is the reason."""
+
+
+def _find_backup(directory, copy_to=None):
+    """`(metadata, path)` of the first generation that verifies, or `None` with no backup files.
+
+    Warns (`UserWarning`) when the latest generation is skipped; raises `ValueError` naming every
+    file and reason when backup files exist but none verifies.
+    """
+    generations = [(WEIGHTS_FILE, METADATA_FILE), (PREVIOUS_WEIGHTS_FILE, PREVIOUS_METADATA_FILE)]
+    if not any(os.path.exists(os.path.join(directory, name)) for name, _ in generations):
+        return None
+    failures = []
+    for weights, metadata_file in generations:
+        path = os.path.join(directory, weights)
+        try:
+            metadata = _verify(directory, weights, metadata_file, copy_to)[0]
+        except _BadBackup as bad:
+            failures.append(f"{path!r}: {bad}")
+            continue
+        if failures:
+            warnings.warn(
+                f"The backup file {failures[0]}; restoring the previous generation {path!r} "
+                f"(epoch {metadata['epoch']}) instead.",
+                UserWarning,
+                stacklevel=3,
+            )
+        return metadata, path
+    raise ValueError(
+        f"No backup in {directory!r} can be restored: {'; '.join(failures)}. Move the files away "
+        "(or pass restore=False / resume=False) to start over."
+    )
+
+
+def _verify(directory, weights, metadata_file, copy_to=None):
+    """`(metadata, identity)` of a backup file that verifies, else raises `_BadBackup`.
+
+    A file with a checksum must match it; one without (written by Keras' own `BackupAndRestore`)
+    must only be readable, its metadata coming from `metadata_file`. With `copy_to`, the bytes
+    verified are copied there.
+    """
+    path = os.path.join(directory, weights)
+    try:
+        metadata, identity = _check_file(path, os.path.join(directory, metadata_file), copy_to)
+    except _BadBackup:
+        _GOOD.pop(os.path.realpath(path), None)  # never kept as a previous generation
+        raise
+    _GOOD[os.path.realpath(path)] = (identity, metadata)
+    return metadata, identity
+
+
+def _check_file(path, metadata_path, copy_to):
+    import h5py
+
+    try:
+        handle = open(path, "rb")
+    except FileNotFoundError:
+        raise _BadBackup("missing") from None
+    with handle:
+        identity = _identity_of(os.fstat(handle.fileno()))
+        if identity[2] == 0:
+            raise _BadBackup("empty file (0 bytes)")
+        try:
+            with h5py.File(handle, "r") as file:
+                stored = file.attrs.get(CHECKSUM_ATTR)
+                text = file.attrs.get(METADATA_ATTR)
+                content, datasets = _content_digest(file)
+        except Exception as error:  # h5py's errors for a damaged file vary
+            raise _BadBackup(
+                f"not a readable HDF5 file ({type(error).__name__}: {error})"
+            ) from None
+        if datasets == 0:
+            raise _BadBackup("an HDF5 file that holds no weights")
+        if stored is None and text is None:
+            metadata = _keras_metadata(metadata_path)
+        elif stored is None or text is None:
+            missing = "checksum" if stored is None else "metadata"
+            raise _BadBackup(f"a keras_mle backup without its {missing} attribute (damaged)")
+        elif stored != content:
+            raise _BadBackup(
+                "checksum mismatch: its content changed after it was written (a damaged file)"
+            )
+        else:
+            try:
+                metadata = json.loads(text)
+            except (TypeError, ValueError):
+                raise _BadBackup("metadata attribute is not JSON") from None
+        try:
+            _check_metadata(metadata, "the stored metadata")
+        except ValueError as error:
+            raise _BadBackup(str(error)) from None
+        if copy_to is not None:
+            handle.seek(0)
+            with open(copy_to, "wb") as copy:
+                shutil.copyfileobj(handle, copy)
+    return metadata, identity
+
+
+def _keras_metadata(path):
+    """The metadata of a backup without checksum: Keras' JSON file, or epoch 0 without one."""
+    if not os.path.exists(path):
+        return {"epoch": 0, "batch": 0}
+    try:
+        with open(path) as file:
+            return json.load(file)
+    except (OSError, ValueError) as error:
+        raise _BadBackup(f"its metadata file {path!r} cannot be read ({error})") from None
+
+
+def _check_metadata(metadata, name):
+    if not isinstance(metadata, dict):
+        raise ValueError(f"{name} must be a dict, got {metadata!r}.")
+    for key in ("epoch", "batch"):
+        value = metadata.get(key, 0)
+        if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 0:
+            raise ValueError(f"{name}: {key!r} must be an integer >= 0, got {value!r}.")
+
+
+def _seal(path, metadata):
+    """Stores `metadata` and the checksum of the whole content in a `.weights.h5` file."""
+    import h5py
+
+    with h5py.File(path, "a") as file:
+        file.attrs[METADATA_ATTR] = json.dumps(metadata)
+        file.attrs[CHECKSUM_ATTR] = _content_digest(file)[0]
+
+
+def _content_digest(file):
+    """SHA-256 of every group, dataset and attribute of an HDF5 file but the checksum itself.
+
+    Each object contributes its path, kind and sorted attributes; each dataset its dtype, shape
+    and bytes, every field length-prefixed. Returns `("sha256:<hex>", number of datasets)`.
+    """
+    import h5py
+
+    digest = hashlib.sha256()
+
+    def feed(*parts):
+        for part in parts:
+            data = part if isinstance(part, bytes) else str(part).encode()
+            digest.update(len(data).to_bytes(8, "little"))
+            digest.update(data)
+
+    objects = [("", file)]
+    file.visititems(lambda name, item: objects.append((name, item)))
+    datasets = 0
+    for name, item in sorted(objects, key=lambda entry: entry[0]):
+        is_dataset = isinstance(item, h5py.Dataset)
+        feed("dataset" if is_dataset else "group", name)
+        for key in sorted(item.attrs):
+            if not (name == "" and key == CHECKSUM_ATTR):
+                feed("attribute", key, *_value_parts(item.attrs[key]))
+        if is_dataset:
+            datasets += 1
+            feed(*_value_parts(item[()]))
+    return f"sha256:{digest.hexdigest()}", datasets
+
+
+def _value_parts(value):
+    import h5py
+
+    if isinstance(value, h5py.Empty):
+        return ("empty", value.dtype.str)
+    if isinstance(value, (str, bytes)):
+        return (type(value).__name__, value)
+    array = np.asarray(value)
+    if array.dtype.kind == "O":
+        return ("object", repr(array.tolist()))
+    return (array.dtype.str, repr(array.shape), array.tobytes())
+
+
+#: realpath -> (identity, metadata) of the backup files this process wrote or verified: the
+#: file to keep as the previous generation need not be read again.
+_GOOD: dict = {}
+
+
+def _identity_of(status):
+    return (status.st_dev, status.st_ino, status.st_size, status.st_mtime_ns)
+
+
+def _identity(path):
+    try:
+        return _identity_of(os.stat(path))
+    except FileNotFoundError:
+        return None
+
+
+def _remember_good(path, metadata):
+    _GOOD[os.path.realpath(path)] = (_identity(path), metadata)
+
+
+def _known_good(path):
+    """The metadata of `path` if this process wrote or verified this very file, else `None`."""
+    known = _GOOD.get(os.path.realpath(path))
+    identity = _identity(path)
+    if known is None or identity is None or known[0] != identity:
+        return None
+    return known[1]
+
+
+def _non_finite_variables(model):
+    """Paths of the model's and its optimizer's float variables holding a NaN or an Inf."""
+    variables = list(model.weights)
+    optimizer = getattr(model, "optimizer", None)
+    if optimizer is not None and optimizer.built:
+        variables += list(optimizer.variables)
+    bad = []
+    for variable in variables:
+        if keras.backend.is_float_dtype(variable.dtype) and not bool(
+            keras.ops.all(keras.ops.isfinite(variable))
+        ):
+            bad.append(getattr(variable, "path", variable.name))
+    return bad
+
+
+# -------------------------------------------------------------------- the folder lock
+class _FolderLock:
+    """An exclusive `flock` on a folder's lock file, held by one `BackupAndRestore` at a time.
+
+    The descriptor is closed (and the OS lock released) by `close`, or when the object is
+    garbage-collected with the callback that owns it; the OS releases it when the process dies.
+    """
+
+    def __init__(self, directory, fd):
+        self.directory = directory
+        self.key = _identity_of(os.fstat(fd))[:2]
+        self.owner = None  # weakref to the holding callback
+        self.thread = None
+        self._close = weakref.finalize(self, os.close, fd)
+
+    @property
+    def closed(self):
+        return not self._close.alive
+
+    def close(self):
+        self._close()
+
+
+#: (st_dev, st_ino) of a lock file -> the `_FolderLock` this process holds on it.
+_LOCKS: weakref.WeakValueDictionary = weakref.WeakValueDictionary()
+_LOCKS_GUARD = threading.Lock()
+
+
+def _held_here(directory):
+    """The `_FolderLock` this process holds on `directory`'s lock file, or `None`."""
+    key = _identity(os.path.join(directory, LOCK_FILE))
+    lock = None if key is None else _LOCKS.get(key[:2])
+    return None if lock is None or lock.closed else lock
+
+
+def _lock_file(directory):
+    """A descriptor of `directory`'s lock file, exclusively locked; `BackupInUseError` if held."""
+    os.makedirs(directory, exist_ok=True)
+    path = os.path.join(directory, LOCK_FILE)
+    for _ in range(3):
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
+        try:
+            if fcntl is not None:
+                try:
+                    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                except BlockingIOError:
+                    holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "unknown"
+                    raise BackupInUseError(
+                        f"The backup folder {directory!r} is in use by another training run "
+                        f"(process {holder}): two runs on one folder would overwrite each other's "
+                        "backups. Wait for it to end, or give this run its own folder."
+                    ) from None
+            current = _identity(path)
+            if current is not None and current[:2] == _identity_of(os.fstat(fd))[:2]:
+                os.ftruncate(fd, 0)
+                os.write(fd, f"{os.getpid()}\n".encode())  # for the error message of others
+                return fd
+        except BaseException:
+            os.close(fd)
+            raise
+        os.close(fd)  # the lock file was removed or replaced meanwhile: lock the one there now
+    raise BackupInUseError(f"The lock file {path!r} keeps being replaced by another process.")
+
+
+@contextlib.contextmanager
+def _folder_locked(directory):
+    """Holds `directory`'s lock for a block, or only checks it when this thread's run holds it."""
+    with _LOCKS_GUARD:
+        held = _held_here(directory)
+    if held is not None:
+        if held.thread is not threading.current_thread():
+            raise BackupInUseError(
+                f"The backup folder {directory!r} is in use by a training run in another thread "
+                f"({held.thread.name}) of this process."
+            )
+        yield
+        return
+    fd = _lock_file(directory)
+    try:
+        yield
+    finally:
+        os.close(fd)
+
+
+def _remove_stale_temporaries(directory):
+    """Removes the temporary files of the backup's own files (call with the lock held)."""
+    for name in (WEIGHTS_FILE, METADATA_FILE, PREVIOUS_WEIGHTS_FILE, PREVIOUS_METADATA_FILE):
+        pattern = os.path.join(glob.escape(directory), f".{glob.escape(name)}{_TEMP_MARK}*")
+        for path in glob.glob(pattern):
+            with contextlib.suppress(FileNotFoundError):
+                os.remove(path)
+
+
 # -------------------------------------------------------------------- BackupAndRestore
 class BackupAndRestore(keras.callbacks.Callback):
     """Backs up the training state at epoch boundaries, atomically, so that a resume is exact.
 
-    Writes the files of `keras.callbacks.BackupAndRestore` (`latest.weights.h5`,
-    `training_metadata.json` in `backup_dir`), with three differences from Keras' callback:
+    Writes the files of `keras.callbacks.BackupAndRestore(double_checkpoint=True)`
+    (`latest.weights.h5`, `training_metadata.json` and their `.bkp` previous generation in
+    `backup_dir`), with these differences from Keras' callback:
 
     - backups are taken at epoch boundaries only (every `save_every` epochs, and at the end of
       training when the backup is kept), because a restart from a mid-epoch backup replays that
       epoch from its first batch and is not exact;
-    - each backup is written atomically (`write_backup`): a process killed while saving leaves
-      the previous backup whole, and the epoch number stored inside the weights file always
-      matches the weights;
+    - each backup is written atomically (`write_backup`) with its metadata and a checksum inside
+      the weights file: a process killed while saving leaves the previous backup whole, and a
+      damaged file is detected on restore, which then falls back to the previous generation
+      with a warning (or raises `ValueError` when none verifies);
+    - a state holding a NaN or an Inf is never written (`keras_mle.DivergenceWarning`);
+    - the run holds an exclusive lock on `backup_dir` from the restore (or `on_train_begin`) to
+      `on_train_end`: another process, or another run in this process, gets
+      `BackupInUseError` before it trains;
     - the NumPy global random state is saved and restored with it, so the custom loops'
       `shuffle=True` draws the same orders after a resume.
 
@@ -214,6 +652,12 @@ class BackupAndRestore(keras.callbacks.Callback):
     `keras.Model`, `on_train_begin` raises `ValueError`: use `keras.callbacks.BackupAndRestore`,
     which reads the same files, for such models. Without a backup to resume from, any model can
     use this callback to write backups.
+
+    A run that ends with an exception gets no `on_train_end` from Keras; the lock it holds is
+    released by `release()` (which `release_backups` calls), when the callback is
+    garbage-collected, when the process ends, or taken over by the next run started in the same
+    thread (a thread runs one training at a time). Only a live run in another thread or process
+    keeps a new run out.
 
     Attributes:
         backup_dir: The backup folder.
@@ -228,8 +672,8 @@ class BackupAndRestore(keras.callbacks.Callback):
         backup_dir: Folder of the backup (dedicated to one training run).
         save_every: Epochs between two backups. Defaults to `1`.
         restore: Resume from an existing backup at the start of training. Defaults to `True`
-            (as Keras does); with `False` training starts from the model's current state and
-            overwrites the backup.
+            (as Keras does); with `False` training starts from the model's current state and its
+            first backup replaces both generations of the old one.
         delete_checkpoint: Delete the backup files when training ends. Defaults to `True`
             (as Keras does); set `False` to keep the final state for a later resumption.
 
@@ -262,14 +706,19 @@ class BackupAndRestore(keras.callbacks.Callback):
         # a later call then belongs to a new run (also after a run ended by an exception, which
         # gets no `on_train_end`).
         self._pending_restore_model = None
+        # Whether the run's next backup starts the folder over (nothing was restored or written).
+        self._fresh = True
+        # The `_FolderLock` held, `None`, or `_TAKEN_OVER` by a later run in the same thread.
+        self._lock = None
 
     def restore_state(self, model) -> int:
-        """Loads the backup, if any, into `model`; returns the number of epochs it completed.
+        """Locks the folder and loads the backup, if any, into `model`; returns its epoch count.
 
-        Called by the training loop before `on_train_begin` (see `initial_epoch`). Loads the
-        weights, the optimizer state (building the optimizer first) and the NumPy global random
-        state. A second call for the same model before training starts returns the same epoch
-        and loads nothing.
+        Called by the training loop before `on_train_begin` (see `initial_epoch`). Takes the
+        folder's lock (held until `on_train_end`), removes temporary files left by a killed
+        save, then loads the weights, the optimizer state (building the optimizer first) and the
+        NumPy global random state of the newest backup that verifies. A second call for the same
+        model before training starts returns the same epoch and loads nothing.
 
         Args:
             model: The built (and compiled) model about to be trained.
@@ -277,37 +726,60 @@ class BackupAndRestore(keras.callbacks.Callback):
         Returns:
             The completed epochs stored in the backup: the epoch to start training from. `0` when
             there is no backup or `restore` is `False`.
+
+        Raises:
+            BackupInUseError: Another run holds the folder.
+            ValueError: The model is not built, or backup files exist and none verifies.
         """
         if self._pending_restore_model is model:
             return self.restored_epoch
-        epoch = 0
-        if self.restore and read_backup(self.backup_dir) is not None:
-            if not model.built:
-                raise ValueError(
-                    f"BackupAndRestore needs a built model to restore the backup in "
-                    f"{self.backup_dir!r}: call the model on a batch (model(x[:2])) first."
-                )
-            metadata = restore_backup(model, self.backup_dir)
-            epoch = int(metadata.get("epoch", 0))
-            batch = int(metadata.get("batch", 0) or 0)
-            if batch:
-                warnings.warn(
-                    f"The backup in {self.backup_dir!r} was taken in the middle of epoch "
-                    f"{epoch + 1} (after batch {batch}), e.g. by keras.callbacks.BackupAndRestore"
-                    "(save_freq=<batches>): training restarts that epoch from its first batch, so "
-                    "the resumed run is not exactly an uninterrupted one.",
-                    stacklevel=2,
-                )
+        self._acquire()
+        try:
+            epoch = 0
+            self._fresh = True
+            if self.restore and _backup_exists(self.backup_dir):
+                if not model.built:
+                    raise ValueError(
+                        f"BackupAndRestore needs a built model to restore the backup in "
+                        f"{self.backup_dir!r}: call the model on a batch (model(x[:2])) first."
+                    )
+                metadata = restore_backup(model, self.backup_dir)
+                self._fresh = False
+                epoch = int(metadata.get("epoch", 0))
+                batch = int(metadata.get("batch", 0) or 0)
+                if batch:
+                    warnings.warn(
+                        f"The backup in {self.backup_dir!r} was taken in the middle of epoch "
+                        f"{epoch + 1} (after batch {batch}), e.g. by keras.callbacks."
+                        "BackupAndRestore(save_freq=<batches>): training restarts that epoch from "
+                        "its first batch, so the resumed run is not exactly an uninterrupted one.",
+                        stacklevel=2,
+                    )
+        except BaseException:
+            self.release()
+            raise
         self.restored_epoch = epoch
         self._pending_restore_model = model
         return epoch
+
+    def release(self) -> None:
+        """Releases the folder's lock if this callback holds it (`on_train_end` does this)."""
+        lock, self._lock = self._lock, None
+        if isinstance(lock, _FolderLock) and not lock.closed and lock.owner() is self:
+            with _LOCKS_GUARD:
+                lock.close()
+                if _LOCKS.get(lock.key) is lock:
+                    del _LOCKS[lock.key]
 
     def on_train_begin(self, logs=None):
         restored_into, self._pending_restore_model = self._pending_restore_model, None
         self.current_epoch = None
         self.saved_epoch = None
         if restored_into is None:
-            if self.restore and read_backup(self.backup_dir) is not None:
+            self._acquire()
+            self._fresh = True
+            if self.restore and _backup_exists(self.backup_dir):
+                self.release()
                 raise ValueError(
                     f"A backup exists in {self.backup_dir!r}, but this training loop did not "
                     "restore it: keras_mle.checkpoint.BackupAndRestore resumes through a "
@@ -317,6 +789,7 @@ class BackupAndRestore(keras.callbacks.Callback):
                     "files; or pass restore=False to start over and overwrite the backup."
                 )
         elif restored_into is not self.model:
+            self.release()
             raise ValueError(
                 "BackupAndRestore.restore_state loaded the backup into another model than the "
                 "one being trained."
@@ -328,30 +801,87 @@ class BackupAndRestore(keras.callbacks.Callback):
             self._write()
 
     def on_train_end(self, logs=None):
-        if self.delete_checkpoint:
-            delete_backup(self.backup_dir)
-        elif self.current_epoch is not None and self.saved_epoch != self.current_epoch:
-            self._write()
-        # The same callback may serve a later fit.
-        self._pending_restore_model = None
-        self.current_epoch = None
-        self.saved_epoch = None
+        try:
+            if self.delete_checkpoint:
+                self._check_held()
+                delete_backup(self.backup_dir)
+            elif self.current_epoch is not None and self.saved_epoch != self.current_epoch:
+                self._write()
+        finally:
+            # The same callback may serve a later fit.
+            self.release()
+            self._pending_restore_model = None
+            self.current_epoch = None
+            self.saved_epoch = None
 
     def _write(self):
+        self._check_held()
         metadata = {
             "epoch": self.current_epoch,
             "batch": 0,
             "numpy_random_state": numpy_random_state(),
         }
-        write_backup(self.model, self.backup_dir, metadata)
-        self.saved_epoch = self.current_epoch
+        if write_backup(self.model, self.backup_dir, metadata, keep_previous=not self._fresh):
+            self._fresh = False
+            self.saved_epoch = self.current_epoch
+
+    def _acquire(self):
+        """Takes the folder's lock for a new run (see the class docstring for who may hold it)."""
+        with _LOCKS_GUARD:
+            lock = _held_here(self.backup_dir)
+            if lock is None:
+                lock = _FolderLock(self.backup_dir, _lock_file(self.backup_dir))
+                _LOCKS[lock.key] = lock
+            else:
+                holder = lock.owner()
+                if holder is not None and holder is not self:
+                    if lock.thread is not threading.current_thread() and lock.thread.is_alive():
+                        raise BackupInUseError(
+                            f"The backup folder {self.backup_dir!r} is in use by another training "
+                            f"run in this process (thread {lock.thread.name}): two runs on one "
+                            "folder would overwrite each other's backups."
+                        )
+                    holder._lock = _TAKEN_OVER  # its run is over: it must not write again
+            lock.owner = weakref.ref(self)
+            lock.thread = threading.current_thread()
+            self._lock = lock
+        _remove_stale_temporaries(self.backup_dir)
+
+    def _check_held(self):
+        """Takes the lock if this callback has none; raises if a later run took it over."""
+        lock = self._lock
+        if lock is None:
+            self._acquire()
+        elif lock is _TAKEN_OVER:
+            raise BackupInUseError(
+                f"The backup folder {self.backup_dir!r} was taken over by a later training run "
+                "in this thread: this run writes no more backups there."
+            )
+        elif _held_here(self.backup_dir) is not lock:
+            raise BackupInUseError(
+                f"The backup folder {self.backup_dir!r} or its lock file was removed or replaced "
+                "while this run held it: this run writes no more backups there."
+            )
+
+
+#: What `BackupAndRestore._lock` holds once a later run in the same thread took the folder over.
+_TAKEN_OVER = object()
+
+
+def _backup_exists(directory):
+    return any(
+        os.path.exists(os.path.join(directory, name))
+        for name in (WEIGHTS_FILE, PREVIOUS_WEIGHTS_FILE)
+    )
 
 
 def initial_epoch(callbacks, model, requested: int = 0) -> int:
     """Restores the backup of the `BackupAndRestore` in `callbacks`; the epoch to start from.
 
     For training loops (a keras_mle model's `fit()`, `keras_mle.loops.train`): call it before
-    `on_train_begin` and start at the epoch it returns. Other callbacks are ignored.
+    `on_train_begin` and start at the epoch it returns; the callback then holds its backup
+    folder's lock until `on_train_end` (call `release_backups(callbacks)` in a `finally` block
+    so that a run ended by an exception releases it too). Other callbacks are ignored.
 
     Args:
         callbacks: The run's callbacks: a list or tuple, a `keras.callbacks.CallbackList`, or
@@ -362,14 +892,16 @@ def initial_epoch(callbacks, model, requested: int = 0) -> int:
 
     Returns:
         `max(requested, completed epochs of the restored backup)`.
+
+    Raises:
+        BackupInUseError: Another training run holds the backup folder.
+        ValueError: Bad arguments, or backup files exist and none verifies.
     """
     if isinstance(requested, bool) or not isinstance(requested, (int, np.integer)):
         raise ValueError(f"requested must be an integer >= 0, got {requested!r}.")
     if requested < 0:
         raise ValueError(f"requested must be an integer >= 0, got {requested!r}.")
-    if isinstance(callbacks, keras.callbacks.CallbackList):
-        callbacks = callbacks.callbacks
-    backups = [c for c in (callbacks or ()) if isinstance(c, BackupAndRestore)]
+    backups = _backups_in(callbacks)
     if len(backups) > 1:
         folders = ", ".join(repr(b.backup_dir) for b in backups)
         raise ValueError(
@@ -380,6 +912,22 @@ def initial_epoch(callbacks, model, requested: int = 0) -> int:
     for backup in backups:
         epoch = max(epoch, backup.restore_state(model))
     return epoch
+
+
+def release_backups(callbacks) -> None:
+    """Releases the folder lock of each `BackupAndRestore` in `callbacks` (a no-op if released).
+
+    For training loops, in a `finally` block around training: Keras calls no `on_train_end`
+    when a run ends with an exception.
+    """
+    for backup in _backups_in(callbacks):
+        backup.release()
+
+
+def _backups_in(callbacks):
+    if isinstance(callbacks, keras.callbacks.CallbackList):
+        callbacks = callbacks.callbacks
+    return [c for c in (callbacks or ()) if isinstance(c, BackupAndRestore)]
 
 
 # -------------------------------------------------------------------- ModelCheckpoint
@@ -397,7 +945,8 @@ class ModelCheckpoint(keras.callbacks.Callback):
     With `save_best_only`, a file is written only when the monitored value improves on `best`
     (`initial_value_threshold` at first, then the best value so far, kept across `fit()` calls);
     an epoch whose logs lack the monitored value (or hold a non-scalar one) is skipped with a
-    warning.
+    warning. No file is written from weights or optimizer variables holding a NaN or an Inf
+    (`keras_mle.DivergenceWarning`): the last good file stays.
 
     Args:
         filepath: Path of the file, ending in `.keras`, or `.weights.h5` with
@@ -484,13 +1033,15 @@ class ModelCheckpoint(keras.callbacks.Callback):
                         flush=True,
                     )
                 return
-            self._save(filepath)
+            if not self._save(filepath, epoch):
+                return
             self.best = float(current)
             message = (
                 f"{self.monitor} improved from {best} to {current:.5f}, saving model to {filepath}"
             )
         else:
-            self._save(filepath)
+            if not self._save(filepath, epoch):
+                return
             message = f"saving model to {filepath}"
         if self.verbose > 0:
             print(f"\nEpoch {epoch + 1}: {message}", flush=True)
@@ -504,12 +1055,24 @@ class ModelCheckpoint(keras.callbacks.Callback):
                 f"{epoch + 1}: no {error} in the logs (keys: {sorted(logs)})."
             ) from None
 
-    def _save(self, filepath):
+    def _save(self, filepath, epoch):
+        """Writes the file unless the state is not finite; returns whether it wrote it."""
         if os.path.isdir(filepath):
             raise IsADirectoryError(
                 f"ModelCheckpoint needs a file path, got the existing folder {filepath!r}."
             )
+        bad = _non_finite_variables(self.model)
+        if bad:
+            warnings.warn(
+                f"ModelCheckpoint did not write {filepath!r} at epoch {epoch + 1}: the model's "
+                f"state is not finite (NaN or Inf in {', '.join(bad[:5])}). The last good "
+                "checkpoint was kept.",
+                DivergenceWarning,
+                stacklevel=3,
+            )
+            return False
         save_model_atomic(self.model, filepath, weights_only=self.save_weights_only)
+        return True
 
 
 def _python_value(value):
@@ -530,30 +1093,68 @@ def _commit(temporary, filepath):
     os.replace(temporary, filepath)
 
 
-def _write_text_atomic(path, text):
-    directory = os.path.dirname(os.path.abspath(path))
-    os.makedirs(directory, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(
-        prefix=f".{os.path.basename(path)}{_TEMP_MARK}", dir=directory
-    )
+def _new_temporary(directory, name, suffix):
+    """Creates `.<name>.tmp-<pid>-<random><suffix>` in `directory`; returns it and its mode.
+
+    Created as `open()` creates a file (`0o666` less the umask), so its mode is the one a new
+    file gets; reading it back needs no process-wide `os.umask` call.
+    """
+    while True:
+        path = os.path.join(
+            directory, f".{name}{_TEMP_MARK}{os.getpid()}-{secrets.token_hex(4)}{suffix}"
+        )
+        try:
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
+        except FileExistsError:
+            continue
+        mode = stat.S_IMODE(os.fstat(fd).st_mode)
+        os.close(fd)
+        return path, mode
+
+
+def _copy_mode(temporary, target, new_file_mode):
+    """Gives `temporary` the mode of `target` if it exists, else `new_file_mode`."""
     try:
-        with os.fdopen(handle, "w") as file:
-            file.write(text)
-            file.flush()
-            os.fsync(file.fileno())
-        _commit(temporary, path)
+        mode = stat.S_IMODE(os.stat(target).st_mode)
+    except FileNotFoundError:
+        mode = new_file_mode
+    os.chmod(temporary, mode)
+
+
+def _replace_with_link(source, target):
+    """Makes `target` a hard link to `source` (a copy where links fail), atomically."""
+    directory = os.path.dirname(target)
+    temporary, _ = _new_temporary(directory, os.path.basename(target), "")
+    try:
+        os.remove(temporary)
+        try:
+            os.link(source, temporary)
+        except OSError:  # a file system without hard links
+            shutil.copyfile(source, temporary)
+            shutil.copymode(source, temporary)
+            _fsync(temporary)
+        os.replace(temporary, target)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
             os.remove(temporary)
         raise
 
 
-def _remove_stale_temporaries(directory, name, suffix):
-    for path in glob.glob(
-        os.path.join(glob.escape(directory), f".{glob.escape(name)}{_TEMP_MARK}*{suffix}")
-    ):
+def _write_text_atomic(path, text):
+    directory = os.path.dirname(os.path.abspath(path))
+    os.makedirs(directory, exist_ok=True)
+    temporary, new_file_mode = _new_temporary(directory, os.path.basename(path), "")
+    try:
+        with open(temporary, "w") as file:
+            file.write(text)
+            file.flush()
+            os.fsync(file.fileno())
+        _copy_mode(temporary, path, new_file_mode)
+        _commit(temporary, path)
+    except BaseException:
         with contextlib.suppress(FileNotFoundError):
-            os.remove(path)
+            os.remove(temporary)
+        raise
 
 
 def _fsync(path):

@@ -120,41 +120,45 @@ def train(
         )
         callbacks.append(backup)
     initial_epoch = checkpoint.initial_epoch(callbacks, model)
-    callback_list = keras.callbacks.CallbackList(
-        callbacks,
-        add_history=True,
-        add_progbar=verbose != 0,
-        verbose=verbose,
-        epochs=epochs,
-        steps=steps,
-        model=model,
-    )
-    if mode == "eager":
-        run_epoch = _eager_epoch
-    else:
-        run_epoch = _graph_epoch(model, jit_compile=mode == "xla")
-    batches = None
+    try:
+        callback_list = keras.callbacks.CallbackList(
+            callbacks,
+            add_history=True,
+            add_progbar=verbose != 0,
+            verbose=verbose,
+            epochs=epochs,
+            steps=steps,
+            model=model,
+        )
+        if mode == "eager":
+            run_epoch = _eager_epoch
+        else:
+            run_epoch = _graph_epoch(model, jit_compile=mode == "xla")
+        batches = None
 
-    model.stop_training = False
-    callback_list.on_train_begin()
-    logs = {}
-    for epoch in range(initial_epoch, epochs):
-        callback_list.on_epoch_begin(epoch)
-        if shuffle or batches is None:
-            order = np.random.permutation(n) if shuffle else slice(None)
-            batches = [None if a is None else a[order] for a in (x, y, sample_weight)]
-            if mode != "eager":
-                batches = data_lib.stack_batches(*batches, batch_size=batch_size)
-        logs = run_epoch(model, batches, batch_size, callback_list, steps)
-        logs = {name: float(value) for name, value in logs.items()}
-        if validation_data is not None and not model.stop_training:
-            results = model.evaluate(validation_data, verbose=0, return_dict=True)
-            logs.update({f"val_{name}": value for name, value in results.items()})
-        callback_list.on_epoch_end(epoch, logs)
-        if model.stop_training:
-            break
-    optimizer.finalize_variable_values(model.trainable_variables)
-    callback_list.on_train_end(logs)
+        model.stop_training = False
+        callback_list.on_train_begin()
+        logs = {}
+        for epoch in range(initial_epoch, epochs):
+            callback_list.on_epoch_begin(epoch)
+            if shuffle or batches is None:
+                order = np.random.permutation(n) if shuffle else slice(None)
+                batches = [None if a is None else a[order] for a in (x, y, sample_weight)]
+                if mode != "eager":
+                    batches = data_lib.stack_batches(*batches, batch_size=batch_size)
+            logs = run_epoch(model, batches, batch_size, callback_list, steps)
+            logs = {name: float(value) for name, value in logs.items()}
+            if validation_data is not None and not model.stop_training:
+                results = model.evaluate(validation_data, verbose=0, return_dict=True)
+                logs.update({f"val_{name}": value for name, value in results.items()})
+            callback_list.on_epoch_end(epoch, logs)
+            if model.stop_training:
+                break
+        optimizer.finalize_variable_values(model.trainable_variables)
+        callback_list.on_train_end(logs)
+    finally:
+        # (A run that raised gets no on_train_end: its backup folder's lock is freed here.)
+        checkpoint.release_backups(callbacks)
     return model.history
 
 

@@ -303,7 +303,16 @@ def test_failure_between_write_and_rename_keeps_the_previous_backup(tmp_path, mo
         checkpoint.save_model_atomic(model, tmp_path / "model.keras")
     monkeypatch.undo()
 
-    assert sorted(os.listdir(tmp_path)) == [checkpoint.WEIGHTS_FILE, checkpoint.METADATA_FILE]
+    # No temporary file is left: only the two generations and the lock file.
+    assert sorted(os.listdir(tmp_path)) == sorted(
+        [
+            checkpoint.LOCK_FILE,
+            checkpoint.WEIGHTS_FILE,
+            checkpoint.METADATA_FILE,
+            checkpoint.PREVIOUS_WEIGHTS_FILE,
+            checkpoint.PREVIOUS_METADATA_FILE,
+        ]
+    )
     assert checkpoint.read_backup(tmp_path)["epoch"] == 3
     restored = run_training(epochs=1, seed=11)
     checkpoint.restore_backup(restored, tmp_path)
@@ -558,9 +567,9 @@ def _record_backups(monkeypatch):
     written = []
     write = checkpoint.write_backup
 
-    def recording_write(model, directory, metadata):
+    def recording_write(model, directory, metadata, **kwargs):
         written.append(metadata["epoch"])
-        write(model, directory, metadata)
+        return write(model, directory, metadata, **kwargs)
 
     monkeypatch.setattr(checkpoint, "write_backup", recording_write)
     return written
