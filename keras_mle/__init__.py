@@ -1,6 +1,7 @@
 """keras_mle: maximum-likelihood fitting with Keras models, `fit()` and custom loops."""
 
 from keras_mle import callbacks, checkpoint, closed_form, covariance, data, loops, losses
+from keras_mle.checkpoint import BackupInUseError
 from keras_mle.data import PrecisionWarning
 from keras_mle.errors import DivergenceWarning
 from keras_mle.inference import (
@@ -23,6 +24,7 @@ from keras_mle.refine import RefineReport, refine
 __version__ = "0.1.0"
 
 __all__ = [
+    "BackupInUseError",
     "DivergenceWarning",
     "GaussianMLE",
     "GaussianRegression",

@@ -160,7 +160,7 @@ def run_fit(args, columns) -> int:
         )
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        history = keras_mle.loops.train(
+        history = _train(
             model,
             x,
             y,
@@ -226,10 +226,21 @@ def _line_list(lines, most=5):
     return shown + (", ..." if len(lines) > most else "")
 
 
+def _train(*args, **kwargs):
+    """`keras_mle.loops.train`, with a backup folder in use by another run as a usage error."""
+    try:
+        return keras_mle.loops.train(*args, **kwargs)
+    except checkpoint.BackupInUseError as error:
+        raise UsageError(f"--checkpoint-dir: {error}") from None
+
+
 def _prepare_checkpoint_dir(args, model, x, y, record):
     """Checks a `--resume` backup against the model; records what the backup is a fit of."""
     directory = args.checkpoint_dir
-    backup = checkpoint.read_backup(directory) if args.resume else None
+    try:
+        backup = checkpoint.read_backup(directory) if args.resume else None
+    except (ValueError, checkpoint.BackupInUseError) as error:
+        raise UsageError(f"--checkpoint-dir: {error}") from None
     if backup is not None:
         done = int(backup.get("epoch", 0))
         if args.epochs <= done:
@@ -243,7 +254,7 @@ def _prepare_checkpoint_dir(args, model, x, y, record):
         try:
             with warnings.catch_warnings():
                 # Keras only warns when it skips the optimizer state of another optimizer.
-                warnings.simplefilter("error")
+                warnings.filterwarnings("error", module=r"keras\.")
                 checkpoint.restore_backup(trial, directory)
         except Exception as error:  # noqa: BLE001  h5py and Keras raise many types.
             raise UsageError(
