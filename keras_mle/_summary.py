@@ -10,7 +10,8 @@ import numpy as np
 
 def summary_table(result, level: float = 0.95) -> str:
     """`InferenceResult.summary`: a text table in the spirit of statsmodels' `summary()`."""
-    width = 78
+    name_width = max([10, *(len(name) + 1 for name in result.param_names)])
+    width = 68 + name_width
     stat = "t" if result.convention == "ols" else "z"
     df = result.df_resid if result.df_inference is None else result.df_inference
     dist = f"OLS (t, df={df:g})" if result.convention == "ols" else "MLE (normal z)"
@@ -40,7 +41,7 @@ def summary_table(result, level: float = 0.95) -> str:
     for (lk, lv), (rk, rv) in zip(left, right, strict=True):
         lines.append(f"{lk:<18}{lv:>20}   {rk:<17}{rv:>20}")
     header = (
-        f"{'':<10}{'coef':>13}{'std err':>13}{stat:>10}{f'P>|{stat}|':>8}"
+        f"{'':<{name_width}}{'coef':>13}{'std err':>13}{stat:>10}{f'P>|{stat}|':>8}"
         f"{f'[{lower:.3g}':>12}{f'{upper:.3g}]':>12}"
     )
     lines += ["=" * width, header, "-" * width]
@@ -49,14 +50,23 @@ def summary_table(result, level: float = 0.95) -> str:
         _flatten(tree)
         for tree in (result.stderr, result.tvalues, result.pvalues, *_conf_bounds(result, level))
     ]
+    fixed = set(result.fixed)
     for i, name in enumerate(result.param_names):
         se, t, p, lo, hi = (column[i] for column in columns)
+        if name in fixed:
+            lines.append(f"{name:<{name_width}}{_fmt(flat[i]):>13}{'(fixed)':>13}")
+            continue
         lines.append(
-            f"{name:<10}{_fmt(flat[i]):>13}{_fmt(se):>13}{_fmt_stat(t):>10}"
+            f"{name:<{name_width}}{_fmt(flat[i]):>13}{_fmt(se):>13}{_fmt_stat(t):>10}"
             f"{_fmt_p(p):>8}{_fmt(lo, 5):>12}{_fmt(hi, 5):>12}"
         )
     lines.append("=" * width)
     notes = [_covariance_note(result, stat)]
+    if fixed:
+        notes.append(
+            f"Held fixed, not estimated: {', '.join(result.fixed)}; they have no standard "
+            "error and are not counted in Df residuals, AIC or BIC."
+        )
     notes += result.warnings
     lines.append("Notes:")
     for i, note in enumerate(notes, 1):

@@ -63,11 +63,13 @@ def _check_built(callback, model):
 class ParameterHistory(keras.callbacks.Callback):
     """Records every parameter at the end of each epoch, and adds it to the epoch's logs.
 
-    The values go under the names of `model.parameter_logs()`: `mu`, `sigma`, `b`, and `m_0`,
-    `m_1`, ... for the components of a vector parameter (a one-element vector is logged under its
-    own name, `m`). Because they are added to the logs, they land in `history.history` beside the
-    loss (and in any later callback, such as `keras.callbacks.TensorBoard` or `CSVLogger`), also
-    for a model whose `train_step` does not report them.
+    The values go under the names of `model.parameter_logs()` (`model.param_names`): `mu`,
+    `sigma`, `b`, and `m_0`, `m_1`, ... for the components of a vector parameter (a one-element
+    vector is logged under its own name, `m`), or `m[income]`, `m[age]` for the slopes of named
+    features (`feature_names`, or a DataFrame's columns). Because they are added to the logs,
+    they land in `history.history` beside the loss (and in any later callback, such as
+    `keras.callbacks.TensorBoard` or `CSVLogger`), also for a model whose `train_step` does not
+    report them.
 
     The callback keeps its own record across runs (e.g. a run and its resumption): `epoch` is the
     list of epoch indices and `history` maps each name to its list of values.
@@ -101,7 +103,8 @@ class ParameterTensorBoard(keras.callbacks.Callback):
 
     Tags (run `log_dir/<run>`, step = epoch index as Keras counts it, from 0):
 
-    - `parameters/<name>`: every parameter component (`parameters/mu`, `parameters/m_0`, ...);
+    - `parameters/<name>`: every parameter component, named as in `model.param_names`
+      (`parameters/mu`, `parameters/m_0`, or `parameters/m[income]` for named features);
     - `parameters/<name>` histograms for vector parameters with more than one component;
     - `statistics/loss`: the epoch's mean training loss (from the logs);
     - with `data`: `statistics/log_likelihood` (or `statistics/mse` for a model trained by
@@ -180,7 +183,7 @@ class ParameterTensorBoard(keras.callbacks.Callback):
                 reference = self.model.closed_form(*self._checked)
             self._statistics = statistics.FitStatistics(self.model, *self._checked, reference)
         self._vectors = {
-            name: np.size(value)
+            name: self.model.component_names(name)
             for name, value in self.model.params.items()
             if self.histograms and np.size(value) > 1
         }
@@ -206,8 +209,8 @@ class ParameterTensorBoard(keras.callbacks.Callback):
         with self._writer.as_default(step=step):
             for name, value in logs.items():
                 tf.summary.scalar(PARAMETER_PREFIX + name, value)
-            for name, size in self._vectors.items():
-                values = tf.stack([logs[f"{name}_{i}"] for i in range(size)])
+            for name, labels in self._vectors.items():
+                values = tf.stack([logs[label] for label in labels])
                 tf.summary.histogram(PARAMETER_PREFIX + name, values)
             if loss is not None:
                 tf.summary.scalar(STATISTICS_PREFIX + "loss", loss)

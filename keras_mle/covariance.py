@@ -62,7 +62,7 @@ def _loss_function(model, x):
     return losses, sum(sizes)
 
 
-def per_sample_gradients(model, x, y, theta) -> np.ndarray:
+def per_sample_gradients(model, x, y, theta, columns=None) -> np.ndarray:
     """`g_i = d l_i / d theta` at the flat user-unit parameters `theta`, shape `(n, p)`.
 
     Forward-mode differentiation, one pass per parameter component.
@@ -71,28 +71,35 @@ def per_sample_gradients(model, x, y, theta) -> np.ndarray:
         model: A built `keras_mle.MaximumLikelihoodModel`.
         x, y: Float64 data as `model.check_data(..., dtype=np.float64)` returns them.
         theta: The user's parameters, flattened in `model.parameter_names` order.
+        columns: Indices of the components to differentiate with respect to (the free ones),
+            in the order of the result's columns. Defaults to `None` (all).
     """
     f, p = _loss_function(model, x)
     theta = tf.constant(np.asarray(theta, np.float64))
     y_t = None if y is None else tf.constant(np.reshape(y, -1).astype(np.float64))
-    columns = []
-    for k in range(p):
+    results = []
+    for k in range(p) if columns is None else columns:
         with tf.autodiff.ForwardAccumulator(theta, tf.one_hot(k, p, dtype=tf.float64)) as acc:
             losses = f(theta, y_t)
-        columns.append(acc.jvp(losses))
-    return tf.stack(columns, axis=1).numpy()
+        results.append(acc.jvp(losses))
+    if not results:
+        return np.zeros((len(x), 0))
+    return tf.stack(results, axis=1).numpy()
 
 
-def least_squares_terms(model, x, y, theta) -> tuple[np.ndarray, np.ndarray]:
+def least_squares_terms(model, x, y, theta, columns=None) -> tuple[np.ndarray, np.ndarray]:
     """`(e, D)` of a least-squares model: residuals `y - mu` and design `d mu / d theta`.
 
     Args:
         model: A model with `sample_loss_kind == "squared_error"`.
         x, y: Float64 data (`y` of shape `(n,)`).
         theta: The user's parameters, flattened in `model.parameter_names` order.
+        columns: Indices of the components `D` covers (the free ones), in that order.
+            Defaults to `None` (all).
 
     Returns:
-        `e` of shape `(n,)` and `D` of shape `(n, p)`, in user units; the mean is `y - e`.
+        `e` of shape `(n,)` and `D` of shape `(n, p)` (or `(n, len(columns))`), in user units;
+        the mean is `y - e`.
     """
     if model.sample_loss_kind != "squared_error":
         raise ValueError(f"{type(model).__name__} is not a least-squares model.")
@@ -103,12 +110,14 @@ def least_squares_terms(model, x, y, theta) -> tuple[np.ndarray, np.ndarray]:
         tape.watch(y_t)
         total = tf.reduce_sum(f(theta, y_t))
         sums = []
-        for k in range(p):
+        for k in range(p) if columns is None else columns:
             with tf.autodiff.ForwardAccumulator(theta, tf.one_hot(k, p, dtype=tf.float64)) as acc:
                 losses = f(theta, y_t)
             sums.append(tf.reduce_sum(acc.jvp(losses)))
     residuals = 0.5 * tape.gradient(total, y_t).numpy()
-    design = np.stack([-0.5 * tape.gradient(s, y_t).numpy() for s in sums], axis=1)
+    design = np.zeros((len(residuals), 0))
+    if sums:
+        design = np.stack([-0.5 * tape.gradient(s, y_t).numpy() for s in sums], axis=1)
     return residuals, design
 
 

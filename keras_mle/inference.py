@@ -40,6 +40,11 @@ positive definite, `inference` warns (`InferenceWarning`), sets `converged` /
 errors rather than confident numbers. Non-finite parameters, and a `sample_loss` that cannot run
 in float64, are `ValueError`s (raised by the model's hook).
 
+Fixed components (a model's `fixed=`) are not estimated: the covariance is that of the free
+components (the blocks of `H` and `J` over them), a fixed component has no standard error (NaN,
+its rows and columns of `covariance` NaN), and the parameter counts (`df_resid`, AIC, BIC,
+`df_model`, the degrees of freedom of `likelihood_ratio_test`) count only free components.
+
 The reference distributions are those of `keras_mle.distributions` (SciPy).
 """
 
@@ -84,7 +89,9 @@ class InferenceResult:
     (a NumPy `float64` for a scalar parameter, an array for a vector one); statsmodels returns
     flat arrays instead, which `to_frame()` gives here. `covariance` (also `cov_params()`) is
     the `(p, p)` matrix over the flattened parameters named in `param_names` (`m_0, m_1, ...`
-    for the components of a vector `m`).
+    for the components of a vector `m`; `m[income], m[age]` for the slopes of named features,
+    as the model's own `param_names`). `to_frame()` is indexed by those names. Fixed components
+    are listed in `fixed`; their standard errors, statistics and covariance entries are NaN.
 
     Attributes:
         model_name: Class name of the model.
@@ -108,6 +115,7 @@ class InferenceResult:
         n_groups: Number of clusters (`cov_type="cluster"`), else `None`.
         df_model: Estimated parameters other than intercepts and noise scales (statsmodels'
             `k - k_constant`).
+        fixed: Names (in `param_names`) of the components held fixed by the model's `fixed`.
     """
 
     model_name: str
@@ -131,6 +139,7 @@ class InferenceResult:
     df_inference: float | None = None
     n_groups: int | None = None
     df_model: float = math.nan
+    fixed: tuple = ()
     _context: object = dataclasses.field(default=None, repr=False)
 
     # ------------------------------------------------------------ statsmodels names
@@ -218,7 +227,8 @@ class InferenceResult:
         bounds = self._context.profile(level)
         flat = np.full((len(self.param_names), 2), np.nan)
         flat[: len(bounds)] = bounds
-        if np.any(np.isnan(flat[: len(bounds)])):
+        estimated = ~np.isin(self.param_names[: len(bounds)], self.fixed)
+        if np.any(np.isnan(flat[: len(bounds)][estimated])):
             message = (
                 "Some profile-likelihood bounds were not found (NaN): the log-likelihood does "
                 "not fall by chi2(1).ppf(level) / 2 on that side, or the optimisation failed."
@@ -275,7 +285,10 @@ class InferenceResult:
             if np.any(column != 0) and np.isnan(variance)
         ]
         if without:
-            raise ValueError(f"R involves parameter(s) without a standard error: {without}.")
+            raise ValueError(
+                f"R involves parameter(s) without a standard error (fixed, or not estimated): "
+                f"{without}."
+            )
         theta = _flatten_tree(self.params)
         diff = matrix @ theta - q
         statistic = float(diff @ np.linalg.solve(matrix @ self.covariance @ matrix.T, diff))
@@ -308,7 +321,7 @@ class InferenceResult:
     def rsquared_adj(self) -> float:
         """`1 - (n - k_constant) / (n - k) * (1 - R^2)`, `k` the mean's coefficients."""
         linear = self._linear()
-        k = linear.design.shape[1]
+        k = int(np.sum(~np.isin(np.asarray(self.param_names)[linear.indices], self.fixed)))
         return 1.0 - (self.nobs - linear.k_constant) / (self.nobs - k) * (1.0 - linear.rsquared)
 
     def get_prediction(self, x_new) -> PredictionResult:
@@ -330,6 +343,8 @@ class InferenceResult:
             model, x_new, np.zeros(len(x_new)), linear.theta
         )
         cov = self.covariance[np.ix_(linear.indices, linear.indices)]
+        held = np.isin(np.asarray(self.param_names)[linear.indices], self.fixed)
+        cov = np.where(held[:, None] | held[None, :], 0.0, cov)  # a fixed term adds no variance
         se_mean = np.sqrt(np.einsum("ij,jk,ik->i", design, cov, design))
         df = float(self._df) if self.convention == "ols" else None
         return PredictionResult(
@@ -386,6 +401,7 @@ class InferenceResult:
             "conf_int": {"level": level, **plain(self.conf_int(level))},
             "covariance": self.covariance.tolist(),
             "param_names": list(self.param_names),
+            "fixed": list(self.fixed),
             "loglik": self.loglik,
             "aic": self.aic,
             "bic": self.bic,
@@ -570,10 +586,11 @@ def inference(
     else:
         fit = _mle_fit(model, x, y, sample_weight)
 
-    variances = np.diag(fit.covariance)
+    variances = np.diag(fit.covariance)[fit.free]
     model_stderr = np.where(variances >= 0, np.sqrt(np.abs(variances)), np.nan)
     with np.errstate(divide="ignore", invalid="ignore"):
-        distance = float(np.max(np.abs(fit.newton_step) / model_stderr))
+        steps = np.abs(fit.newton_step) / model_stderr
+        distance = float(np.max(steps)) if len(steps) else 0.0
     messages = []
     if not fit.positive_definite:
         messages.append(
@@ -597,6 +614,9 @@ def inference(
     params = _unflatten(fit.derivatives.params, fit.shapes)
     stderr = _unflatten(stderr_flat, fit.shapes)
     param_names = list(fit.derivatives.names)
+    fixed_names = [
+        name for name, held in zip(param_names, fit.derivatives.fixed, strict=True) if held
+    ]
     if fit.unestimated:
         # Parameters outside the least-squares model (the noise scale, reported as s): no
         # standard error, and NaN rows and columns in the covariance.
@@ -604,7 +624,7 @@ def inference(
         params.update(fit.unestimated)
         stderr.update(_unflatten(np.full(_size(shapes), np.nan), shapes))
         cov = np.pad(cov, (0, _size(shapes)), constant_values=np.nan)
-        param_names += _flat_names(shapes)
+        param_names += [label for name in shapes for label in model.component_names(name)]
     df_inference = fit.df_resid
     if n_groups is not None and convention == "ols":
         df_inference = float(n_groups - 1)
@@ -629,7 +649,8 @@ def inference(
         cov_type=cov_type,
         df_inference=df_inference,
         n_groups=n_groups,
-        df_model=float(len(fit.derivatives.params) - _n_constant(fit_model)),
+        df_model=float(len(fit.free) - _n_constant(fit_model)),
+        fixed=tuple(fixed_names),
         _context=_Context(model, fit_model, fit, convention, checked),
     )
 
@@ -661,17 +682,18 @@ def _robust(fit, fit_model, convention, checked, cov_type, groups):
     """The sandwich covariance (user units) of `fit`, over the parameters of `fit_model`."""
     x, y, w = checked
     w = np.ones(len(x)) if w is None else w
-    theta = fit.derivatives.params
+    theta, free = fit.derivatives.params, fit.free
     leverage = None
     if convention == "ols":
-        residuals, design = covariance.least_squares_terms(fit_model, x, y, theta)
+        residuals, design = covariance.least_squares_terms(fit_model, x, y, theta, columns=free)
         gradients = -2.0 * residuals[:, None] * design
         leverage = 2.0 * np.einsum("ij,jk,ik->i", design, fit.bread, design)
     else:
-        gradients = covariance.per_sample_gradients(fit_model, x, y, theta)
-    return covariance.robust_covariance(
+        gradients = covariance.per_sample_gradients(fit_model, x, y, theta, columns=free)
+    cov, n_groups = covariance.robust_covariance(
         cov_type, fit.bread, gradients, w, leverage=leverage, groups=groups
     )
+    return _embed(cov, free, len(theta)), n_groups
 
 
 class _Context:
@@ -688,7 +710,7 @@ class _Context:
         self._linear = False
 
     def profile(self, level):
-        """`(p_fit, 2)` profile bounds over the parameters of the fitted model."""
+        """`(p_fit, 2)` profile bounds over the parameters of the fitted model (NaN if fixed)."""
         if level not in self._profiles:
             self._profiles[level] = self._profile(level)
         return self._profiles[level]
@@ -697,15 +719,19 @@ class _Context:
         fit, model = self.fit, self.fit_model
         x, y, w = self.x, self.y, self.weights
         nobs = fit.nobs
+        free, template = fit.free, fit.derivatives.params.copy()
 
-        def evaluate(theta):
+        def evaluate(theta_free):
+            # The fixed components stay at their values; the profile runs over the free ones.
+            theta = template.copy()
+            theta[free] = theta_free
             try:
                 d = model.likelihood_derivatives(x, y, w, params=_unflatten(theta, fit.shapes))
             except ValueError:
                 return None
             if not (math.isfinite(d.total) and np.all(np.isfinite(d.hessian))):
                 return None
-            return d.total, d.score, d.information
+            return d.total, d.score[free], d.information[np.ix_(free, free)]
 
         if self.convention == "ols":
 
@@ -723,21 +749,22 @@ class _Context:
             def dloglik(loss):
                 return -1.0
 
-        covariance_matrix = fit.covariance
+        covariance_matrix = fit.covariance[np.ix_(free, free)]
         problem = profile_lib.ProfileProblem(
             evaluate=evaluate,
             loglik=loglik,
             dloglik=dloglik,
-            theta_hat=fit.derivatives.params.copy(),
+            theta_hat=template[free],
             stderr=np.sqrt(np.abs(np.diag(covariance_matrix))),
             covariance=covariance_matrix,
         )
+        bounds = np.full((len(template), 2), np.nan)
         if not fit.positive_definite:
-            return np.full((len(problem.theta_hat), 2), np.nan)
+            return bounds
         cutoff = float(distributions.chi2_ppf(level, 1))
-        return np.array(
-            [profile_lib.profile_bounds(problem, j, cutoff) for j in range(len(problem.theta_hat))]
-        )
+        for j, index in enumerate(free):
+            bounds[index] = profile_lib.profile_bounds(problem, j, cutoff)
+        return bounds
 
     def linear(self):
         """The least-squares pieces of a Gaussian linear model, or `None` (cached)."""
@@ -750,7 +777,7 @@ class _Context:
         least = model if model.sample_loss_kind == "squared_error" else model.least_squares_model()
         if least is None or least.sample_loss_kind != "squared_error" or self.y is None:
             return None
-        names = _flat_names(_shapes(least))
+        names = least.param_names
         all_names = list(self.fit.derivatives.names)
         if not set(names) <= set(all_names):
             return None
@@ -799,7 +826,9 @@ def likelihood_ratio_test(
     A model of a sample (`GaussianMLE`) given with a regression is fitted to the targets `y`: it
     is the regression without slopes (`GaussianRegression` vs `GaussianMLE` tests `m = 0`). The
     log-likelihoods are those of `inference` (for a squared-error model: the Gaussian one with
-    `sigma` at its MLE, which counts as a parameter), and so are its convergence warnings.
+    `sigma` at its MLE, which counts as a parameter), and so are its convergence warnings: a
+    restricted model with fixed components (`LinearRegression(fixed={"m": [0.0, None]})`) is
+    converged at its constrained optimum, and its fixed components are not counted in `df`.
 
     Args:
         full: The larger fitted model.
@@ -807,7 +836,7 @@ def likelihood_ratio_test(
         x: Features (or samples, when both models are models of a sample).
         y: Targets. Defaults to `None`.
         df: Degrees of freedom. Defaults to `None`: the difference in the number of free
-            parameters.
+            parameters (`n_likelihood_params`: fixed components do not count).
         x_restricted: Features of the restricted model, when they differ from `x` (e.g. a
             subset of its columns). Defaults to `None` (the same `x`).
         sample_weight: Frequency weights. Defaults to `None`.
@@ -867,16 +896,18 @@ class _Fit:
     sigma: float | None
     k_criteria: int  # parameters counted by AIC and BIC
     k_likelihood: int  # free parameters of the likelihood (likelihood-ratio degrees of freedom)
-    bread: np.ndarray  # H^-1 in user units (the inverse Hessian of the total loss)
+    bread: np.ndarray  # H^-1 in user units over the free components
+    free: np.ndarray  # indices of the free components in `derivatives`
     unestimated: dict = dataclasses.field(default_factory=dict)  # reported without stderr
 
 
 def _mle_fit(model, x, y, sample_weight) -> _Fit:
     """MLE conventions: `cov = J H^-1 J^T`, `H` the Hessian of the total NLL."""
     derivatives = model.likelihood_derivatives(x, y, sample_weight)
-    h_inverse, positive_definite, note = _inverse_hessian(derivatives.hessian)
-    jacobian = derivatives.jacobian
-    p = len(derivatives.params)
+    free = derivatives.free
+    h_inverse, positive_definite, note = _inverse_hessian(derivatives.hessian[np.ix_(free, free)])
+    jacobian = derivatives.jacobian[np.ix_(free, free)]
+    p = len(free)
     nobs = float(np.sum(derivatives.weights))
     shapes = _shapes(model)
     scale = _scale_name(model)
@@ -886,8 +917,8 @@ def _mle_fit(model, x, y, sample_weight) -> _Fit:
     return _Fit(
         derivatives=derivatives,
         shapes=shapes,
-        covariance=jacobian @ h_inverse @ jacobian.T,
-        newton_step=jacobian @ (h_inverse @ derivatives.gradient),
+        covariance=_embed(jacobian @ h_inverse @ jacobian.T, free, len(derivatives.params)),
+        newton_step=jacobian @ (h_inverse @ derivatives.gradient[free]),
         positive_definite=positive_definite,
         hessian_note=note,
         nobs=nobs,
@@ -897,6 +928,7 @@ def _mle_fit(model, x, y, sample_weight) -> _Fit:
         k_criteria=p,
         k_likelihood=p,
         bread=jacobian @ h_inverse @ jacobian.T,
+        free=free,
     )
 
 
@@ -912,9 +944,10 @@ def _ols_fit(model, least_squares, x, y, sample_weight) -> _Fit:
                 f"{type(model).__name__} (convention='ols', through its least-squares model): "
                 f"{error}"
             ) from None
-    h_inverse, positive_definite, note = _inverse_hessian(derivatives.hessian)
-    jacobian = derivatives.jacobian
-    p = len(derivatives.params)
+    free = derivatives.free
+    h_inverse, positive_definite, note = _inverse_hessian(derivatives.hessian[np.ix_(free, free)])
+    jacobian = derivatives.jacobian[np.ix_(free, free)]
+    p = len(free)
     nobs = float(np.sum(derivatives.weights))
     df_resid = nobs - p
     if df_resid <= 0:
@@ -938,8 +971,10 @@ def _ols_fit(model, least_squares, x, y, sample_weight) -> _Fit:
     return _Fit(
         derivatives=derivatives,
         shapes=_shapes(least_squares),
-        covariance=jacobian @ (2.0 * s2 * h_inverse) @ jacobian.T,
-        newton_step=jacobian @ (h_inverse @ derivatives.gradient),
+        covariance=_embed(
+            jacobian @ (2.0 * s2 * h_inverse) @ jacobian.T, free, len(derivatives.params)
+        ),
+        newton_step=jacobian @ (h_inverse @ derivatives.gradient[free]),
         positive_definite=positive_definite,
         hessian_note=note,
         nobs=nobs,
@@ -949,6 +984,7 @@ def _ols_fit(model, least_squares, x, y, sample_weight) -> _Fit:
         k_criteria=p,
         k_likelihood=p + 1,
         bread=jacobian @ h_inverse @ jacobian.T,
+        free=free,
         unestimated=unestimated,
     )
 
@@ -961,6 +997,8 @@ def _inverse_hessian(hessian):
     """
     h = 0.5 * (hessian + hessian.T)
     p = len(h)
+    if p == 0:
+        return np.zeros((0, 0)), True, "no free parameters"
     nan = np.full((p, p), np.nan)
     if not np.all(np.isfinite(h)):
         return nan, False, "it has NaN or Inf entries"
@@ -988,6 +1026,13 @@ def _resolve_convention(model, convention):
         return "ols", model
     if convention in ("auto", "mle"):
         return "mle", None
+    scale = _scale_name(model)
+    if scale is not None and scale in getattr(model, "fixed", {}):
+        raise ValueError(
+            f"convention='ols' estimates the noise level by s^2 = RSS / (n - p), but {name} "
+            f"has {scale!r} fixed (fixed={model.fixed}): use convention='mle', whose standard "
+            f"errors use the fixed {scale}."
+        )
     least_squares = model.least_squares_model()
     if least_squares is None:
         raise ValueError(
@@ -1013,14 +1058,31 @@ def _scale_name(model):
 
 
 def _n_constant(model):
-    """Parameters with the role `"intercept"` or `"scale"` (not counted by `df_model`)."""
+    """Free components with the role `"intercept"` or `"scale"` (not counted by `df_model`)."""
     roles = model.parameter_roles or {}
-    shapes = _shapes(model)
+    free = _free_counts(model)
     return sum(
-        math.prod(shapes[name])
+        free[name]
         for name, role in roles.items()
-        if role in ("intercept", "scale") and name in shapes
+        if role in ("intercept", "scale") and name in free
     )
+
+
+def _free_counts(model):
+    """`{name: number of free components}` of the model's parameters."""
+    mask, counts, start = model.fixed_mask, {}, 0
+    for name, shape in _shapes(model).items():
+        size = math.prod(shape)
+        counts[name] = size - int(np.sum(mask[start : start + size]))
+        start += size
+    return counts
+
+
+def _embed(matrix, free, p):
+    """A `(p, p)` matrix holding `matrix` over the free components, NaN elsewhere."""
+    full = np.full((p, p), np.nan)
+    full[np.ix_(free, free)] = matrix
+    return full
 
 
 def _check_level(level):
@@ -1049,15 +1111,6 @@ def _as_param(value):
 
 def _size(shapes):
     return sum(math.prod(shape) for shape in shapes.values())
-
-
-def _flat_names(shapes):
-    """`name` for a one-element parameter, `name_0, name_1, ...` for the others."""
-    flat = []
-    for name, shape in shapes.items():
-        size = math.prod(shape)
-        flat += [name] if size == 1 else [f"{name}_{i}" for i in range(size)]
-    return flat
 
 
 def _unflatten(flat, shapes):

@@ -12,7 +12,8 @@ Newton's method is invariant under affine changes of the parameters, so badly sc
 from the optimum of a non-convex likelihood), its eigenvalues are replaced by their absolute
 values (floored), which keeps the step a descent direction. The refined parameters are written
 back with `model.set_params` (rounded to the variables' dtype: use a float64 model, or `adapt`,
-to keep float64 precision).
+to keep float64 precision). Fixed components (a model's `fixed=`) stay at their values: the
+steps run over the free components, with the blocks of `s` and `I` over them.
 """
 
 from __future__ import annotations
@@ -37,7 +38,8 @@ class RefineReport:
     Attributes:
         steps: Newton steps taken.
         converged: Whether the Newton step left is at most `tol` standard errors.
-        gradient_norm: Euclidean norm of the score at the final parameters (user units).
+        gradient_norm: Euclidean norm of the score of the free parameters at the final
+            parameters (user units).
         distance_to_optimum: Largest Newton step left, in standard errors.
         loss: The total loss `sum_i w_i l_i` at the final parameters.
     """
@@ -101,6 +103,7 @@ def refine(
     shapes = {name: np.shape(value) for name, value in model.params.items()}
 
     def evaluate(theta):
+        # Only free components move: the fixed ones keep their values in `theta`.
         try:
             derivatives = model.likelihood_derivatives(
                 x, y, sample_weight, params=_unflatten(theta, shapes)
@@ -113,6 +116,7 @@ def refine(
 
     current = model.likelihood_derivatives(x, y, sample_weight)
     theta = current.params.copy()
+    free = current.free
     if not math.isfinite(current.total):
         raise ValueError(
             f"{type(model).__name__}: the loss is not finite at the starting parameters; "
@@ -120,11 +124,14 @@ def refine(
         )
     steps, distance, converged = 0, math.inf, False
     while True:
-        information, score = current.information, current.score
-        step = _newton_direction(information, score)
+        information = current.information[np.ix_(free, free)]
+        score = current.score[free]
+        step = np.zeros_like(theta)
+        step[free] = _newton_direction(information, score)
         stderr = np.sqrt(np.abs(np.diag(np.linalg.pinv(0.5 * (information + information.T)))))
         with np.errstate(divide="ignore", invalid="ignore"):
-            distance = float(np.max(np.abs(step) / stderr))
+            ratios = np.abs(step[free]) / stderr
+            distance = float(np.max(ratios)) if len(ratios) else 0.0
         if distance <= tol:
             converged = True
             break
@@ -134,7 +141,7 @@ def refine(
         fraction = 1.0
         for _ in range(60):
             trial = evaluate(theta + fraction * step)
-            predicted = fraction * float(score @ step)
+            predicted = fraction * float(score @ step[free])
             if trial is not None and (
                 trial.total <= current.total
                 or predicted <= 64 * np.finfo(float).eps * max(1.0, abs(current.total))
@@ -150,7 +157,7 @@ def refine(
     report = RefineReport(
         steps=steps,
         converged=converged,
-        gradient_norm=float(np.linalg.norm(current.score)),
+        gradient_norm=float(np.linalg.norm(current.score[free])),
         distance_to_optimum=distance,
         loss=current.total,
     )

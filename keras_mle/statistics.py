@@ -147,8 +147,6 @@ def _log_entries(model, values: dict) -> dict:
                 f"(parameters and sizes: {sizes})."
             )
         flat = np.ravel(np.asarray(value, np.float64))
-        if flat.size == 1:
-            entries[name] = float(flat[0])
-        else:
-            entries.update({f"{name}_{i}": float(v) for i, v in enumerate(flat)})
+        labels = model.component_names(name)
+        entries.update({label: float(v) for label, v in zip(labels, flat, strict=True)})
     return entries

@@ -37,6 +37,14 @@ nll_user = nll_t + log(y_scale)          # the Jacobian of y -> t
 
 Each parameter of an adaptable model declares its role (`parameter_roles`): `"slope"` (`m`),
 `"intercept"` (`b`, `mu`) or `"scale"` (`sigma`).
+
+Fixed parameters (`fixed=` of the models) must stay fixed *working* coordinates, or training
+would move them: whitening mixes the slopes (`m = y_scale * x_matrix @ theta`), and centring
+makes the intercept depend on them (`b = ... - x_shift @ m`). So `from_data` whitens only the
+free columns (`fixed_columns`: a fixed column is left as it is, `x_matrix` holding 1 on its
+diagonal and 0 elsewhere in its row and column, so that `m_j = y_scale * theta_j`), and leaves
+`x` uncentred when the intercept is fixed (`center=False`: `b = y_shift + y_scale * c`).
+`fixed_to_working` maps fixed values and refuses an adaptation without that structure.
 """
 
 from __future__ import annotations
@@ -88,7 +96,15 @@ class Adaptation:
 
     # ---------------------------------------------------------------- from data
     @classmethod
-    def from_data(cls, x, y=None, *, scale_targets: bool = True) -> Adaptation:
+    def from_data(
+        cls,
+        x,
+        y=None,
+        *,
+        scale_targets: bool = True,
+        fixed_columns=None,
+        center: bool = True,
+    ) -> Adaptation:
         """Centring and whitening of `x` and centring and scaling of `y`, from float64 data.
 
         Args:
@@ -97,10 +113,15 @@ class Adaptation:
             scale_targets: Centre and scale `y`. `False` leaves the targets as they are
                 (`y_shift = 0`, `y_scale = 1`), for likelihoods that are not location-scale
                 families in `y` (0/1 or count targets). Defaults to `True`.
+            fixed_columns: Boolean mask over the features whose slopes are fixed: those columns
+                are neither whitened nor mixed into the others. Defaults to `None` (none).
+            center: Centre the features. `False` when the intercept is fixed. Defaults to
+                `True`.
 
         Raises:
-            ValueError: if a feature is constant or the features are collinear (no whitening
-                exists, and neither do unique least-squares slopes), or the sample is constant.
+            ValueError: if a free feature is constant or the free features are collinear (no
+                whitening exists, and neither do unique least-squares slopes), or the sample is
+                constant.
         """
         x = np.asarray(x, np.float64)
         if y is None:
@@ -110,18 +131,26 @@ class Adaptation:
         y = np.asarray(y, np.float64).reshape(-1)
         n = len(x)
         x2 = x.reshape(n, -1)
-        x_shift = x2.mean(axis=0)
-        r = np.linalg.qr(x2 - x_shift, mode="r")
-        diagonal = np.diag(r)
-        column_norms = np.linalg.norm(x2, axis=0)
-        bad = np.flatnonzero(np.abs(diagonal) <= _RANK_TOLERANCE * column_norms)
-        if len(bad):
-            raise ValueError(
-                f"x: column(s) {bad.tolist()} are constant or linear combinations of the others, "
-                "so the slopes are not identifiable and x cannot be whitened."
-            )
-        r = r * np.sign(diagonal)[:, None]  # a positive diagonal keeps z_j aligned with x_j
-        x_matrix = math.sqrt(n) * np.linalg.inv(r)
+        k = x2.shape[1]
+        free = np.ones(k, bool)
+        if fixed_columns is not None:
+            free = ~np.asarray(fixed_columns, bool).reshape(-1)
+            if free.shape != (k,):
+                raise ValueError(f"fixed_columns must have {k} entries, got {len(free)}.")
+        x_shift = x2.mean(axis=0) if center else np.zeros(k)
+        x_matrix = np.eye(k)
+        if free.any():
+            r = np.linalg.qr(x2[:, free] - x_shift[free], mode="r")
+            diagonal = np.diag(r)
+            column_norms = np.linalg.norm(x2[:, free], axis=0)
+            bad = np.flatnonzero(free)[np.abs(diagonal) <= _RANK_TOLERANCE * column_norms]
+            if len(bad):
+                raise ValueError(
+                    f"x: column(s) {bad.tolist()} are constant or linear combinations of the "
+                    "others, so the slopes are not identifiable and x cannot be whitened."
+                )
+            r = r * np.sign(diagonal)[:, None]  # a positive diagonal keeps z_j aligned with x_j
+            x_matrix[np.ix_(free, free)] = np.triu(math.sqrt(n) * np.linalg.inv(r))
         y_scale = float(np.std(y)) if scale_targets else 1.0
         return cls(
             y_shift=np.mean(y) if scale_targets else 0.0,
@@ -196,6 +225,47 @@ class Adaptation:
                 raise ValueError(f"{name}: a slope needs features x to adapt to.")
         if sum(role == "slope" for role in roles.values()) > 1:
             raise NotImplementedError("adapt() supports one slope parameter (a vector).")
+
+    def fixed_to_working(self, role: str, values, mask) -> np.ndarray:
+        """Working values of fixed natural user values of a parameter with this `role`.
+
+        Args:
+            role: `"slope"`, `"intercept"` or `"scale"`.
+            values: The parameter's user values (float64; only the fixed components are used).
+            mask: Boolean mask of its fixed components.
+
+        Returns:
+            The working values, float64, shaped like `values` (meaningful where `mask` is set).
+
+        Raises:
+            ValueError: if this adaptation mixes the fixed components with free ones (an
+                adaptation computed without them fixed): call `adapt` again.
+        """
+        values = np.asarray(values, np.float64)
+        mask = np.asarray(mask, bool)
+        redo = "call model.adapt() again, which holds fixed components out of the whitening."
+        if role == "scale":
+            return values / self.y_scale
+        if role == "intercept":
+            if self.has_features and np.any(self.x_shift != 0):
+                raise ValueError(
+                    "fixed: this adaptation centres x, which makes the intercept depend on the "
+                    f"slopes, so a fixed intercept would move in training; {redo}"
+                )
+            return (values - self.y_shift) / self.y_scale
+        if role == "slope":
+            if not self.has_features:
+                raise ValueError("fixed: a slope needs features x to adapt to.")
+            flat = mask.reshape(-1)
+            off = self.x_matrix - np.diag(np.diag(self.x_matrix))
+            if np.any(off[flat, :] != 0) or np.any(off[:, flat] != 0):
+                raise ValueError(
+                    "fixed: this adaptation whitens fixed slope columns together with free "
+                    f"ones, so the fixed slopes would move in training; {redo}"
+                )
+            scale = self.y_scale * np.diag(self.x_matrix).reshape(values.shape)
+            return values / scale
+        raise ValueError(f"role must be one of {ROLES}, got {role!r}.")
 
     def to_user(self, params: dict, roles: dict) -> dict:
         """Natural working-space values -> natural user-unit values (float64 tensors)."""

@@ -18,22 +18,62 @@ __all__ = ["MaximumLikelihoodModel", "Parameter", "LikelihoodDerivatives"]
 
 
 class Parameter:
-    """One named parameter of a model: its variable, initializer and link.
+    """One named parameter of a model: its variable, initializer, link and fixed components.
 
     A positive parameter (a standard deviation, a rate) is stored as its log, so that it stays
     strictly positive under any optimizer step; `value()` is always the natural value.
+
+    Fixed components (the model's `fixed=`) are read from `fixed_variable`, a non-trainable
+    variable, through a mask: the optimizer never sees them (their gradient is exactly 0, and
+    what any optimizer, weight decay included, does to those entries of `variable` is never
+    read). A wholly fixed parameter's `variable` is not trainable at all.
+
+    Attributes:
+        fixed_mask: Boolean array of the parameter's shape, True where fixed; `None` if free.
+        fixed_values: The fixed natural values in the user's units (float64; 0 where free).
+        fixed_working: The same in the working space of `adapt` (float64).
+        fixed_variable: Non-trainable variable of the stored (log for positive) working values.
     """
 
-    def __init__(self, name: str, variable, initializer, positive: bool):
+    def __init__(
+        self, name: str, variable, initializer, positive: bool, fixed_mask=None, fixed_values=None
+    ):
         self.name = name
         self.variable = variable
         self.initializer = initializer
         self.positive = positive
+        self.fixed_mask = fixed_mask
+        self.fixed_values = fixed_values
+        self.fixed_working = fixed_values
+        self.fixed_variable = None
+
+    @property
+    def is_fixed(self) -> bool:
+        """Whether any component is fixed."""
+        return self.fixed_mask is not None
 
     def value(self):
         """The natural value, as a tensor differentiable with respect to the variable."""
         value = tf.convert_to_tensor(self.variable)
+        if self.fixed_variable is not None:
+            value = tf.where(self.fixed_mask, tf.convert_to_tensor(self.fixed_variable), value)
         return tf.exp(value) if self.positive else value
+
+    def set_fixed_working(self, working) -> None:
+        """Sets the fixed components' natural working values (after `adapt`)."""
+        mask = self.fixed_mask
+        self.fixed_working = np.where(mask, np.asarray(working, np.float64), 0.0)
+        stored = np.log(np.where(mask, self.fixed_working, 1.0)) if self.positive else working
+        stored = np.where(mask, stored, 0.0).astype(self.variable.dtype)
+        self.fixed_variable.assign(stored)
+        self.variable.assign(np.where(mask, stored, self.variable.numpy()))
+
+    def with_fixed(self, value, *, working: bool):
+        """`value` (a float64 natural tensor) with its fixed components set exactly."""
+        if self.fixed_mask is None:
+            return value
+        exact = self.fixed_working if working else self.fixed_values
+        return tf.where(self.fixed_mask, tf.constant(exact, value.dtype), value)
 
     def assign(self, natural_value) -> None:
         """Sets the variable from a natural value."""
@@ -58,14 +98,20 @@ class LikelihoodDerivatives:
     of the working space of `adapt`, which are the user's parameters when the model is not
     adapted. `jacobian` is `d theta_user / d theta`; it is constant, since `adapt` is affine.
 
+    Fixed components (the model's `fixed=`) are components of `theta` like the others: the
+    gradient and Hessian cover them too (the gradient there is the constraint's multiplier), and
+    `fixed` marks them; the statistics of the free parameters are the blocks over `free`.
+
     Attributes:
-        names: Names of the components of `theta`, e.g. `("m_0", "m_1", "b")`.
+        names: Names of the components of `theta`, e.g. `("m_0", "m_1", "b")` (the model's
+            `param_names`, e.g. `m[income]` with feature names).
         params: The user's parameter values, flattened in that order.
         sample_losses: `l_i`, shape `(n,)`.
         weights: `w_i`, shape `(n,)`.
         gradient: `dL / d theta`, shape `(p,)`.
         hessian: `d^2 L / d theta^2`, shape `(p, p)`, or `None` when not computed.
         jacobian: `d theta_user / d theta`, shape `(p, p)`.
+        fixed: Boolean mask of the fixed components, shape `(p,)`; `None`: all free.
     """
 
     names: tuple
@@ -75,6 +121,14 @@ class LikelihoodDerivatives:
     gradient: np.ndarray
     hessian: np.ndarray | None
     jacobian: np.ndarray
+    fixed: np.ndarray | None = None
+
+    @property
+    def free(self) -> np.ndarray:
+        """Indices of the free (estimated) components."""
+        if self.fixed is None:
+            return np.arange(len(self.params))
+        return np.flatnonzero(~self.fixed)
 
     @property
     def total(self) -> float:
@@ -123,6 +177,16 @@ class MaximumLikelihoodModel(keras.Model):
     applied, and training stops with a `ValueError` naming the argument, the epoch and the batch
     (in-memory arrays are checked before any work; this catches streamed data).
 
+    Feature names (`feature_names=[...]`, or a pandas DataFrame's columns at the first `adapt`,
+    `fit` or `check_data` that sees one) label the slopes in `param_names`, `parameter_logs`
+    and `keras_mle.inference` (`m[income]`), and are saved with the model; a later DataFrame
+    whose columns differ from them, in names or order, is a `ValueError`.
+
+    Fixed parameters (`fixed={"m": [0.0, None], "sigma": 1.0}`: a value, or one per component
+    with `None` for a free one) are held at their values: the optimizer never moves them (see
+    `Parameter`), `adapt` keeps them fixed working coordinates, and `keras_mle.inference`
+    reports them without standard errors and counts only the free components.
+
     Example: a Poisson regression in a few lines (see `examples/poisson_regression.py`).
 
     ```python
@@ -154,8 +218,12 @@ class MaximumLikelihoodModel(keras.Model):
     #: back exactly; other models (e.g. 0/1 targets) get their features whitened only.
     adapt_targets = False
 
-    def __init__(self, adaptation=None, **kwargs):
+    def __init__(self, adaptation=None, feature_names=None, fixed=None, **kwargs):
+        feature_names = _check_feature_names(feature_names)
+        fixed = _check_fixed(fixed, type(self).parameter_roles)
         super().__init__(**kwargs)
+        self._feature_names = feature_names
+        self._fixed = fixed
         self._parameters = {}
         self.loss_tracker = keras.metrics.Mean(name="loss", dtype=self.likelihood_dtype)
         # Set by the steps when they refuse a batch; read by the fit/evaluate input-check callback.
@@ -176,7 +244,14 @@ class MaximumLikelihoodModel(keras.Model):
                 then be > 0. Defaults to `False`.
 
         Returns:
-            The underlying `keras.Variable` (holding `log(value)` when `positive`).
+            The underlying `keras.Variable` (holding `log(value)` when `positive`). When the
+            model's `fixed` names this parameter, its fixed components are read from a second,
+            non-trainable variable (see `Parameter`); wholly fixed, the variable is not
+            trainable.
+
+        Raises:
+            ValueError: naming `fixed` if its entry for `name` has the wrong number of
+                components, or is <= 0 for a `positive` parameter.
         """
         if name in self._parameters:
             raise ValueError(f"{type(self).__name__} already has a parameter {name!r}.")
@@ -188,14 +263,85 @@ class MaximumLikelihoodModel(keras.Model):
             # A NumPy float64: Keras casts a Python float through float32 on its way to float64.
             initializer = keras.initializers.Constant(np.float64(value))
         initializer = keras.initializers.get(initializer)
+        mask = values = None
+        if name in self._fixed:
+            mask, values = _fixed_arrays(name, self._fixed[name], shape, positive)
+        stored_name = f"log_{name}" if positive else name
         variable = self.add_weight(
-            name=f"log_{name}" if positive else name,
+            name=stored_name,
             shape=shape,
             initializer=initializer,
-            trainable=True,
+            trainable=mask is None or not bool(np.all(mask)),
         )
-        self._parameters[name] = Parameter(name, variable, initializer, positive)
+        parameter = Parameter(name, variable, initializer, positive, mask, values)
+        if mask is not None:
+            parameter.fixed_variable = self.add_weight(
+                name=f"fixed_{stored_name}", shape=shape, initializer="zeros", trainable=False
+            )
+            self._sync_fixed(parameter)
+        self._parameters[name] = parameter
         return variable
+
+    def _sync_fixed(self, parameter) -> None:
+        """Writes a parameter's fixed values, mapped to the working space of `adapt`."""
+        working = parameter.fixed_values
+        if self._adaptation is not None:
+            role = (self.parameter_roles or {}).get(parameter.name)
+            if role is None:
+                raise ValueError(f"fixed: {parameter.name!r} has no role in parameter_roles.")
+            working = self._adaptation.fixed_to_working(role, working, parameter.fixed_mask)
+        parameter.set_fixed_working(working)
+
+    @property
+    def fixed(self) -> dict:
+        """The `fixed` argument, normalised: `{name: value or [value or None, ...]}`."""
+        return {name: (list(v) if isinstance(v, list) else v) for name, v in self._fixed.items()}
+
+    @property
+    def feature_names(self) -> list | None:
+        """Names of the features (a DataFrame's columns, or `feature_names=`), or `None`."""
+        return None if self._feature_names is None else list(self._feature_names)
+
+    def component_names(self, name: str) -> list:
+        """Names of the flattened components of parameter `name`, as in `param_names`.
+
+        A slope parameter (role `"slope"`) with one component per feature is labelled by the
+        features, `m[income]`, when the model has `feature_names`; otherwise a one-component
+        parameter is `name` and the components of a vector are `name_0`, `name_1`, ...
+        """
+        size = int(np.prod(self._parameters[name].variable.shape))
+        features = self._feature_names
+        if features and (self.parameter_roles or {}).get(name) == "slope":
+            if size == len(features):
+                return [f"{name}[{feature}]" for feature in features]
+        return [name] if size == 1 else [f"{name}_{i}" for i in range(size)]
+
+    @property
+    def param_names(self) -> list:
+        """Names of every parameter component, flattened in `parameter_names` order.
+
+        E.g. `["m[income]", "m[age]", "b"]` with feature names, `["m_0", "m_1", "b"]` without.
+        """
+        return [label for name in self._parameters for label in self.component_names(name)]
+
+    @property
+    def fixed_mask(self) -> np.ndarray:
+        """Boolean array over `param_names`: True for a fixed component."""
+        masks = [
+            np.zeros(int(np.prod(p.variable.shape)), bool)
+            if p.fixed_mask is None
+            else np.reshape(p.fixed_mask, -1)
+            for p in self._parameters.values()
+        ]
+        return np.concatenate(masks) if masks else np.zeros(0, bool)
+
+    def _check_fixed_names(self) -> None:
+        unknown = sorted(set(self._fixed) - set(self._parameters))
+        if unknown:
+            raise ValueError(
+                f"fixed: unknown parameter(s) {unknown}; {type(self).__name__} has "
+                f"{self.parameter_names}."
+            )
 
     @property
     def parameter_names(self) -> list:
@@ -212,6 +358,8 @@ class MaximumLikelihoodModel(keras.Model):
 
         In the working space of `adapt` when the model is adapted (see `user_params_tensors`).
         """
+        if self._fixed and self.built:
+            self._check_fixed_names()
         return {name: parameter.value() for name, parameter in self._parameters.items()}
 
     def user_params_tensors(self, dtype=None) -> dict:
@@ -223,6 +371,11 @@ class MaximumLikelihoodModel(keras.Model):
         params = self.params_tensors()
         if self._adaptation is not None:
             params = self._adaptation.to_user(params, self.parameter_roles)
+            # Exactly the fixed values, not their round trip through the working space.
+            params = {
+                name: self._parameters[name].with_fixed(value, working=False)
+                for name, value in params.items()
+            }
         if dtype is not None:
             params = {name: tf.cast(value, dtype) for name, value in params.items()}
         return params
@@ -236,22 +389,52 @@ class MaximumLikelihoodModel(keras.Model):
         return {name: np.asarray(value) for name, value in self.user_params_tensors().items()}
 
     def set_params(self, params: dict) -> None:
-        """Sets parameters from natural values in the user's units (any subset of `params`)."""
+        """Sets parameters from natural values in the user's units (any subset of `params`).
+
+        A fixed component must be given its fixed value (up to rounding): it cannot be set.
+        """
         unknown = sorted(set(params) - set(self._parameters))
         if unknown:
             raise ValueError(
                 f"params: unknown parameter(s) {unknown}; have {self.parameter_names}."
             )
+        for name, value in params.items():
+            self._check_fixed_value(name, value)
         for name, value in self._working_values(params).items():
             if name in params:
                 self._parameters[name].assign(value)
+                if self._parameters[name].is_fixed:
+                    self._sync_fixed(self._parameters[name])
+
+    def _check_fixed_value(self, name, value) -> None:
+        parameter = self._parameters[name]
+        if not parameter.is_fixed:
+            return
+        mask, exact = parameter.fixed_mask, parameter.fixed_values
+        try:
+            given = np.broadcast_to(np.asarray(value, np.float64), mask.shape)
+        except ValueError:
+            return  # the shape error is raised by _working_values
+        rounded = given.astype(parameter.variable.dtype) == exact.astype(parameter.variable.dtype)
+        close = np.isclose(given, exact, rtol=1e-12, atol=1e-12) | rounded
+        wrong = np.reshape(mask & ~close, -1)
+        if np.any(wrong):
+            labels = [n for n, bad in zip(self.component_names(name), wrong, strict=True) if bad]
+            raise ValueError(
+                f"params: {labels} are fixed (fixed={self.fixed}); give their fixed values "
+                f"{np.reshape(exact, -1)[wrong].tolist()}, or build a model without fixed."
+            )
 
     def parameter_logs(self) -> dict:
-        """Parameters as scalar log entries: `name` for a scalar, `name_i` for vector components."""
+        """Parameters as scalar log entries, under the names of `param_names`.
+
+        `name` for a scalar, `name_i` for vector components, or `m[income]` for the slopes of
+        named features (`feature_names`).
+        """
         logs = {}
         for name, value in self.user_params_tensors(self.likelihood_dtype).items():
             flat = tf.reshape(value, [-1])
-            names = _flat_names(name, value.shape)
+            names = self.component_names(name)
             logs.update({label: flat[i] for i, label in enumerate(names)})
         return logs
 
@@ -370,15 +553,32 @@ class MaximumLikelihoodModel(keras.Model):
         jacobian = tape.jacobian(user_flat, theta, experimental_use_pfor=False)
         adaptation = self._adaptation
         factor = 1.0 if adaptation is None else adaptation.loss_factor(self.sample_loss_kind)
-        flat_names = [_flat_names(name, shape) for name, shape in zip(names, shapes, strict=True)]
+        fixed, exact = [], []
+        for name, shape, size in zip(names, shapes, sizes, strict=True):
+            parameter = self._parameters[name]
+            if parameter.is_fixed:
+                given = (params or {}).get(name)
+                values = parameter.fixed_values if given is None else given
+                fixed.append(np.reshape(parameter.fixed_mask, -1))
+                values = np.broadcast_to(np.asarray(values, np.float64), tuple(shape))
+                exact.append(np.reshape(values, -1))
+            else:
+                fixed.append(np.zeros(size, bool))
+                exact.append(np.zeros(size))
+        fixed = np.concatenate(fixed) if fixed else np.zeros(0, bool)
+        flat_params = user_flat.numpy()
+        if fixed.any():
+            # Exactly the fixed values, not their round trip through the working space.
+            flat_params = np.where(fixed, np.concatenate(exact), flat_params)
         return LikelihoodDerivatives(
-            names=tuple(label for labels in flat_names for label in labels),
-            params=user_flat.numpy(),
+            names=tuple(label for name in names for label in self.component_names(name)),
+            params=flat_params,
             sample_losses=self.user_losses(sample_losses).numpy(),
             weights=w,
             gradient=factor * gradient.numpy(),
             hessian=None if matrix is None else factor * matrix.numpy(),
             jacobian=jacobian.numpy().reshape(len(user_flat), len(user_flat)),
+            fixed=fixed,
         )
 
     def refine(self, x, y=None, sample_weight=None, *, max_steps=20, tol=1e-10):
@@ -407,9 +607,15 @@ class MaximumLikelihoodModel(keras.Model):
         """Float64 natural working-space values: the current ones, or user-unit `params`."""
         if not self.built:
             raise ValueError("model is not built: fit it (or call it on a batch) first.")
-        current = {name: tf.cast(v, tf.float64) for name, v in self.params_tensors().items()}
+        current = {
+            name: self._parameters[name].with_fixed(tf.cast(v, tf.float64), working=True)
+            for name, v in self.params_tensors().items()
+        }
         if params:
-            user = {name: tf.cast(v, tf.float64) for name, v in self.user_params_tensors().items()}
+            user = {
+                name: self._parameters[name].with_fixed(tf.cast(v, tf.float64), working=False)
+                for name, v in self.user_params_tensors().items()
+            }
             for name, value in params.items():
                 if name not in user:
                     raise ValueError(f"params: unknown parameter {name!r}.")
@@ -496,8 +702,13 @@ class MaximumLikelihoodModel(keras.Model):
             )
         x, y, _ = self.check_data(x, y, dtype=np.float64)
         self._build_from_shape(x.shape)
+        fixed_columns, center = self._adapt_constraints()
         adaptation = Adaptation.from_data(
-            x, y if self.takes_targets else None, scale_targets=self.adapt_targets
+            x,
+            y if self.takes_targets else None,
+            scale_targets=self.adapt_targets,
+            fixed_columns=fixed_columns,
+            center=center,
         )
         adaptation.check_roles(self.parameter_roles, self.parameter_names)
         if reset:
@@ -509,9 +720,30 @@ class MaximumLikelihoodModel(keras.Model):
             self._adaptation = adaptation
             for name, value in working.items():
                 self._parameters[name].assign(value)
+        for parameter in self._parameters.values():
+            if parameter.is_fixed:
+                self._sync_fixed(parameter)
         # Compiled steps hold the old statistics as constants.
         self.train_function = self.test_function = self.predict_function = None
         return self
+
+    def _adapt_constraints(self):
+        """`(fixed_columns, center)` for `Adaptation.from_data`: what fixed components need.
+
+        Fixed slopes are held out of the whitening (their columns are not mixed with the free
+        ones), and a fixed intercept leaves the features uncentred, so that every fixed
+        component stays a fixed working coordinate (see `keras_mle.models.adaptation`).
+        """
+        fixed_columns, center = None, True
+        for name, role in (self.parameter_roles or {}).items():
+            parameter = self._parameters.get(name)
+            if parameter is None or not parameter.is_fixed:
+                continue
+            if role == "slope":
+                fixed_columns = np.reshape(parameter.fixed_mask, -1)
+            elif role == "intercept" and self.takes_targets:
+                center = False
+        return fixed_columns, center
 
     @property
     def data_dtype(self) -> str:
@@ -544,6 +776,10 @@ class MaximumLikelihoodModel(keras.Model):
         config = super().get_config()
         if self._adaptation is not None:
             config["adaptation"] = self._adaptation.get_config()
+        if self._feature_names is not None:
+            config["feature_names"] = list(self._feature_names)
+        if self._fixed:
+            config["fixed"] = self.fixed
         return config
 
     # ---------------------------------------------------------------- Keras hooks
@@ -773,21 +1009,65 @@ class MaximumLikelihoodModel(keras.Model):
 
         Raises `ValueError` (`TypeError` for non-numeric data) naming the argument. The arrays
         are returned in `dtype` (default: the model's `data_dtype`); a cast that would lose
-        information gives a `keras_mle.PrecisionWarning`.
+        information gives a `keras_mle.PrecisionWarning`. A DataFrame `x` is checked against
+        `feature_names` (`check_feature_names`), and gives the model its names if it has none.
         """
         dtype = self.data_dtype if dtype is None else dtype
         if not self.takes_targets and y is not None:
             raise ValueError(f"y must be None: {type(self).__name__} fits a sample, not targets.")
+        columns = self.check_feature_names(x)
         x, y = data_lib.check_xy(x, y, x_name=self.x_name)
         if self.takes_targets and y is None:
             raise ValueError(f"y is required: {type(self).__name__} fits targets y given x.")
         sample_weight = data_lib.check_sample_weight(sample_weight, len(x))
         self.check_input_shape(x.shape)
+        self._check_feature_count(x.shape)
+        if columns is not None and self._feature_names is None:
+            self._feature_names = columns
         x = data_lib.cast_for_model(self.x_name, x, dtype)
         y = None if y is None else data_lib.cast_for_model("y", y, dtype)
         if sample_weight is not None:
             sample_weight = sample_weight.astype(dtype)
         return x, y, sample_weight
+
+    def check_feature_names(self, x):
+        """The names of a DataFrame's columns, checked against `feature_names`.
+
+        Returns:
+            The column names as a tuple when `x` is a pandas DataFrame whose columns are all
+            strings (they become `feature_names` at the first `adapt`/`fit`/`check_data` of a
+            model without names), else `None`.
+
+        Raises:
+            ValueError: naming `x` if `x` is a DataFrame whose columns differ, in names or
+                order, from the model's `feature_names` (the values would be read in the wrong
+                order), or repeat a name.
+        """
+        if not (hasattr(x, "columns") and hasattr(x, "iloc")):
+            return None
+        columns = tuple(x.columns)
+        names = self._feature_names
+        if names is not None and columns != names:
+            raise ValueError(
+                f"{self.x_name}: the DataFrame's columns {list(columns)} differ from the "
+                f"model's feature_names {list(names)} (names or order); select them in that "
+                f"order, e.g. {self.x_name}[model.feature_names]."
+            )
+        if not columns or not all(isinstance(c, str) for c in columns):
+            return None
+        if len(set(columns)) != len(columns):
+            repeated = sorted({c for c in columns if columns.count(c) > 1})
+            raise ValueError(f"{self.x_name}: the DataFrame repeats column(s) {repeated}.")
+        return columns
+
+    def _check_feature_count(self, shape) -> None:
+        names = self._feature_names
+        features = 1 if len(shape) == 1 else shape[-1]
+        if names is not None and features is not None and features != len(names):
+            raise ValueError(
+                f"feature_names has {len(names)} name(s) {list(names)}, but {self.x_name} has "
+                f"{features} feature(s)."
+            )
 
     def check_input_shape(self, shape) -> None:
         """Raises a `ValueError` naming `x` if batches of this shape do not fit the model.
@@ -905,8 +1185,10 @@ class MaximumLikelihoodModel(keras.Model):
         batch_size = data_lib.check_optional_positive_int("batch_size", batch_size)
         data_lib.check_optional_positive_int("steps", steps)
         if _is_in_memory(x):
+            self.check_feature_names(x)
             x = data_lib.check_array(self.x_name, x)
             self.check_input_shape(x.shape)
+            self._check_feature_count(x.shape)
             x = data_lib.cast_for_model(self.x_name, x, self.data_dtype)
             self._build_from_shape(x.shape)
             x = data_lib.array_dataset((x,), batch_size=batch_size or 32)
@@ -1012,9 +1294,79 @@ def _flat_targets(y):
     return y
 
 
-def _flat_names(name, shape):
-    size = shape.num_elements() if hasattr(shape, "num_elements") else int(np.prod(shape))
-    return [name] if size == 1 else [f"{name}_{i}" for i in range(size)]
+def _check_feature_names(names):
+    """`feature_names` as a tuple of unique strings, or `None`; a `ValueError` if bad."""
+    if names is None:
+        return None
+    if isinstance(names, str) or not hasattr(names, "__iter__"):
+        raise ValueError(f"feature_names must be a list of strings, got {names!r}.")
+    names = tuple(names)
+    bad = [name for name in names if not isinstance(name, str) or not name]
+    if not names or bad:
+        raise ValueError(
+            f"feature_names must be a non-empty list of non-empty strings, got {list(names)}."
+        )
+    if len(set(names)) != len(names):
+        repeated = sorted({name for name in names if names.count(name) > 1})
+        raise ValueError(f"feature_names must be unique; {repeated} repeat.")
+    return names
+
+
+def _check_fixed(fixed, roles):
+    """`fixed` as `{name: float or [float or None, ...]}`; a `ValueError` naming it if bad."""
+    if fixed is None:
+        return {}
+    if not isinstance(fixed, dict):
+        raise ValueError(f"fixed must be a dict {{parameter name: value}}, got {fixed!r}.")
+    result = {}
+    for name, value in fixed.items():
+        if roles is not None and name not in roles:
+            raise ValueError(
+                f"fixed: unknown parameter {name!r}; the parameters are {list(roles)}."
+            )
+        if isinstance(value, (list, tuple, np.ndarray)):
+            items = [None if v is None else _fixed_number(name, v) for v in np.ravel(value)]
+            if not items or all(v is None for v in items):
+                raise ValueError(f"fixed[{name!r}] fixes no component: leave {name!r} out.")
+            value = items
+        else:
+            value = _fixed_number(name, value)
+        numbers = value if isinstance(value, list) else [value]
+        if (roles or {}).get(name) == "scale" and any(v is not None and v <= 0 for v in numbers):
+            raise ValueError(f"fixed[{name!r}] must be > 0 (a scale), got {value!r}.")
+        result[name] = value
+    return result
+
+
+def _fixed_number(name, value):
+    if isinstance(value, bool) or not isinstance(value, (int, float, np.number)):
+        raise ValueError(
+            f"fixed[{name!r}] must be a number or a list of numbers and None (a free "
+            f"component), got {value!r}."
+        )
+    if not math.isfinite(float(value)):
+        raise ValueError(f"fixed[{name!r}] must be finite, got {value!r}.")
+    return float(value)
+
+
+def _fixed_arrays(name, value, shape, positive):
+    """`(mask, values)` of a fixed parameter: which components are fixed, and at what."""
+    shape = tuple(shape)
+    size = int(np.prod(shape))
+    if isinstance(value, list):
+        if len(value) != size:
+            raise ValueError(
+                f"fixed[{name!r}] has {len(value)} component(s), but {name!r} has {size} "
+                f"(shape {shape}); give one value (or None, free) per component."
+            )
+        items = value
+    else:
+        items = [value] * size
+    mask = np.reshape([v is not None for v in items], shape)
+    values = np.reshape([0.0 if v is None else v for v in items], shape).astype(np.float64)
+    if positive and np.any(values[mask] <= 0):
+        raise ValueError(f"fixed[{name!r}] must be > 0 ({name!r} is positive), got {value!r}.")
+    return mask, values
 
 
 def _x_spec(model, spec):

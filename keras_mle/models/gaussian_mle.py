@@ -32,7 +32,8 @@ class GaussianMLE(MaximumLikelihoodModel):
     Args:
         initial_mu: Initial mean. Defaults to `0.0`.
         initial_sigma: Initial standard deviation, > 0. Defaults to `1.0`.
-        **kwargs: Passed to `keras.Model`.
+        **kwargs: `fixed` (e.g. `{"mu": 0.0}`: `mu` held at 0, `sigma` estimated; see
+            `MaximumLikelihoodModel`), and the arguments of `keras.Model`.
 
     Example:
 
@@ -83,8 +84,19 @@ class GaussianMLE(MaximumLikelihoodModel):
         return x, y, sample_weight
 
     def closed_form(self, x, y=None, sample_weight=None):
-        """The sample mean and divisor-`n` standard deviation (`keras_mle.closed_form`)."""
-        return closed_form_lib.gaussian_mle(np.ravel(x), sample_weight)
+        """The sample mean and divisor-`n` standard deviation (`keras_mle.closed_form`).
+
+        With `mu` fixed, `sigma = sqrt(sum w (x - mu)^2 / sum w)`; a fixed `sigma` is itself.
+        """
+        fixed = self.fixed
+        if not fixed:
+            return closed_form_lib.gaussian_mle(np.ravel(x), sample_weight)
+        x = data_lib.check_array("samples", np.ravel(x), dtype=np.float64, ndim=(1,))
+        w = data_lib.check_sample_weight(sample_weight, len(x), dtype=np.float64)
+        w = np.ones_like(x) if w is None else w
+        mu = fixed["mu"] if "mu" in fixed else w @ x / w.sum()
+        sigma = fixed["sigma"] if "sigma" in fixed else np.sqrt(w @ (x - mu) ** 2 / w.sum())
+        return {"mu": np.float64(mu), "sigma": np.float64(sigma)}
 
     def sample(self, n: int, seed=None) -> np.ndarray:
         """`n` draws from the fitted `N(mu, sigma^2)`."""

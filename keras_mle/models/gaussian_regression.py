@@ -8,7 +8,7 @@ import numpy as np
 from keras_mle import closed_form as closed_form_lib
 from keras_mle import data as data_lib
 from keras_mle import losses
-from keras_mle.models.linear_regression import LinearRegression
+from keras_mle.models.linear_regression import LinearRegression, constrained_least_squares
 
 __all__ = ["GaussianRegression"]
 
@@ -32,7 +32,8 @@ class GaussianRegression(LinearRegression):
         initial_sigma: Initial noise standard deviation, > 0. Defaults to `1.0`.
         m_initializer: Defaults to `"random_normal"`.
         b_initializer: Defaults to `"zeros"`.
-        **kwargs: Passed to `keras.Model`.
+        **kwargs: `feature_names`, `fixed` (e.g. `{"sigma": 1.0}`, a known noise level) and
+            the arguments of `keras.Model`; see `LinearRegression`.
     """
 
     sample_loss_kind = "nll"
@@ -53,9 +54,17 @@ class GaussianRegression(LinearRegression):
         return losses.gaussian_nll(y, self.linear_predictor(params, x), params["sigma"])
 
     def closed_form(self, x, y=None, sample_weight=None):
-        """OLS `m`, `b` and the MLE `sigma = sqrt(RSS / n)` (`keras_mle.closed_form.ols`)."""
-        ols = closed_form_lib.ols(x, y, sample_weight)
-        return {"m": ols["m"], "b": ols["b"], "sigma": ols["sigma"]}
+        """OLS `m`, `b` and the MLE `sigma = sqrt(RSS / n)` (`keras_mle.closed_form.ols`).
+
+        With fixed components: least squares over the free ones (`LinearRegression`), and
+        `sigma` fixed or `sqrt(RSS / n)` of that fit.
+        """
+        if not self.fixed:
+            ols = closed_form_lib.ols(x, y, sample_weight)
+            return {"m": ols["m"], "b": ols["b"], "sigma": ols["sigma"]}
+        fit = constrained_least_squares(x, y, sample_weight, self.fixed)
+        sigma = self.fixed.get("sigma", np.sqrt(fit["rss"] / fit["n"]))
+        return {"m": fit["m"], "b": fit["b"], "sigma": np.float64(sigma)}
 
     def least_squares_model(self) -> LinearRegression:
         """The `LinearRegression` with this model's `m` and `b` (and `adapt`), for OLS conventions.
@@ -63,10 +72,15 @@ class GaussianRegression(LinearRegression):
         `keras_mle.inference(model, ..., convention="ols")` reports its OLS standard errors.
         """
         adaptation = None if self.adaptation is None else self.adaptation.get_config()
-        model = LinearRegression(dtype=self.dtype_policy, adaptation=adaptation)
+        model = LinearRegression(
+            dtype=self.dtype_policy,
+            adaptation=adaptation,
+            feature_names=self.feature_names,
+            fixed={name: v for name, v in self.fixed.items() if name in ("m", "b")},
+        )
         model.build((None, self.features))
-        for source, target in zip(self.weights[:2], model.weights, strict=True):
-            target.assign(source)
+        for name in ("m", "b"):
+            model._parameters[name].variable.assign(self._parameters[name].variable)
         return model
 
     def predict_distribution(self, x, **kwargs):

@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import keras
+import numpy as np
 import tensorflow as tf
 
 from keras_mle import closed_form as closed_form_lib
+from keras_mle import data as data_lib
 from keras_mle import losses
 from keras_mle.models.base import MaximumLikelihoodModel
 
-__all__ = ["LinearRegression"]
+__all__ = ["LinearRegression", "constrained_least_squares"]
 
 
 @keras.saving.register_keras_serializable(package="keras_mle")
@@ -30,7 +32,10 @@ class LinearRegression(MaximumLikelihoodModel):
     Args:
         m_initializer: Initializer of the slopes. Defaults to `"random_normal"` (as in the article).
         b_initializer: Initializer of the intercept. Defaults to `"zeros"`.
-        **kwargs: Passed to `keras.Model` (e.g. `name`, `dtype`).
+        **kwargs: `feature_names` (names of the columns of `x`, which label the slopes
+            `m[name]`; taken from a DataFrame's columns otherwise), `fixed` (parameters held at
+            a value, e.g. `{"m": [0.0, None]}`; see `MaximumLikelihoodModel`), and the
+            arguments of `keras.Model` (e.g. `name`, `dtype`).
 
     Example:
 
@@ -88,7 +93,13 @@ class LinearRegression(MaximumLikelihoodModel):
         return losses.mean_squared_error(y, self.linear_predictor(params, x))
 
     def closed_form(self, x, y=None, sample_weight=None):
-        """Ordinary (or weighted) least squares: `{"m", "b"}` (`keras_mle.closed_form.ols`)."""
+        """Ordinary (or weighted) least squares: `{"m", "b"}` (`keras_mle.closed_form.ols`).
+
+        With fixed components, least squares over the free ones (`constrained_least_squares`).
+        """
+        if self.fixed:
+            fit = constrained_least_squares(x, y, sample_weight, self.fixed)
+            return {"m": fit["m"], "b": fit["b"]}
         ols = closed_form_lib.ols(x, y, sample_weight)
         return {"m": ols["m"], "b": ols["b"]}
 
@@ -101,3 +112,44 @@ class LinearRegression(MaximumLikelihoodModel):
             }
         )
         return config
+
+
+def constrained_least_squares(x, y, sample_weight, fixed: dict) -> dict:
+    """Least squares of `y = x @ m + b` with some of `m`, `b` fixed, in float64.
+
+    The fixed terms move to an offset: `y - x_fixed @ m_fixed (- b)` is regressed on the free
+    columns (and a constant when `b` is free).
+
+    Args:
+        x: Features, `(N,)` or `(N, k)`.
+        y: Targets, `(N,)`.
+        sample_weight: Weights, or `None`.
+        fixed: `{"m": value or [value or None, ...], "b": value}`, as a model's `fixed`.
+
+    Returns:
+        `{"m": (k,), "b": (), "rss": (), "n": ()}` (`n` the sum of the weights).
+    """
+    x, y = data_lib.check_xy(x, y, dtype=np.float64)
+    w = data_lib.check_sample_weight(sample_weight, len(x), dtype=np.float64)
+    w = np.ones_like(y) if w is None else w
+    x = x.reshape(len(x), -1)
+    k = x.shape[1]
+    spec = fixed.get("m")
+    items = spec if isinstance(spec, list) else [spec] * k
+    m_mask = np.array([v is not None for v in items])
+    m = np.array([0.0 if v is None else v for v in items])
+    b_fixed = fixed.get("b")
+    offset = x[:, m_mask] @ m[m_mask] + (0.0 if b_fixed is None else b_fixed)
+    design = x[:, ~m_mask]
+    if b_fixed is None:
+        design = np.column_stack([design, np.ones(len(x))])
+    root_w = np.sqrt(w)
+    coefficients = np.zeros(design.shape[1])
+    if design.shape[1]:
+        coefficients, *_ = np.linalg.lstsq(
+            root_w[:, None] * design, root_w * (y - offset), rcond=None
+        )
+    m[~m_mask] = coefficients[: int((~m_mask).sum())]
+    b = b_fixed if b_fixed is not None else coefficients[-1]
+    residuals = y - x @ m - b
+    return {"m": m, "b": np.float64(b), "rss": np.float64(w @ residuals**2), "n": w.sum()}
