@@ -131,7 +131,8 @@ def run_fit(args, columns) -> int:
     x, y = _arrays(columns)
     n = len(x)
     keras.utils.set_random_seed(args.seed)
-    model = getattr(keras_mle, class_name)(dtype="float64")
+    names = {} if columns.y is None else {"feature_names": list(columns.x)}
+    model = getattr(keras_mle, class_name)(dtype="float64", **names)
     try:
         model.adapt(x, y)
     except (TypeError, ValueError) as error:

@@ -245,8 +245,9 @@ def test_after_a_run_that_raised_a_new_run_locks_and_resumes_exactly(tmp_path, e
     model = new_model()
     with pytest.raises(Interrupted):
         model.fit(X, Y, epochs=4, batch_size=16, shuffle=False, verbose=0, callbacks=callbacks)
-    assert not another_process_can_lock(tmp_path)  # Keras called no on_train_end
-    # A new run in this thread, with a new callback, takes the folder over and resumes.
+    # Keras called no on_train_end; fit() frees the folder in its `finally`.
+    assert another_process_can_lock(tmp_path)
+    # A new run, with a new callback, locks the folder and resumes.
     resumed = new_model(seed=3)
     history = resumed.fit(
         X,
@@ -262,9 +263,6 @@ def test_after_a_run_that_raised_a_new_run_locks_and_resumes_exactly(tmp_path, e
     reference.fit(X, Y, epochs=4, batch_size=16, shuffle=False, verbose=0)
     assert_same_state(resumed, reference)
     assert another_process_can_lock(tmp_path)  # released at train end
-    # The interrupted run's callback lost the folder: it writes nothing more there.
-    with pytest.raises(BackupInUseError, match="taken over"):
-        backup.on_epoch_end(2)
 
     # release_backups, the training loops' `finally`, and garbage collection also release.
     first = BackupAndRestore(tmp_path)

@@ -1137,18 +1137,22 @@ class MaximumLikelihoodModel(keras.Model):
                 validation_data, validation_batch_size or batch_size or 32
             )
         initial_epoch = checkpoint.initial_epoch(callbacks, self, initial_epoch)
-        return super().fit(
-            x,
-            epochs=epochs,
-            verbose=verbose,
-            callbacks=[InputCheckCallback(), *(callbacks or [])],
-            validation_data=validation_data,
-            shuffle=False,
-            initial_epoch=initial_epoch,
-            steps_per_epoch=steps_per_epoch,
-            validation_steps=validation_steps,
-            validation_freq=validation_freq,
-        )
+        try:
+            return super().fit(
+                x,
+                epochs=epochs,
+                verbose=verbose,
+                callbacks=[InputCheckCallback(), *(callbacks or [])],
+                validation_data=validation_data,
+                shuffle=False,
+                initial_epoch=initial_epoch,
+                steps_per_epoch=steps_per_epoch,
+                validation_steps=validation_steps,
+                validation_freq=validation_freq,
+            )
+        finally:
+            # (A run that raised gets no on_train_end: its backup folder's lock is freed here.)
+            checkpoint.release_backups(callbacks)
 
     def evaluate(
         self,
