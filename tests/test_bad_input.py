@@ -8,7 +8,9 @@ import numpy as np
 import pytest
 
 import keras_mle
-from keras_mle import closed_form, data, loops
+from keras_mle import callbacks as mle_callbacks
+from keras_mle import checkpoint, closed_form, data, distributions, loops
+from keras_mle.refine import refine
 
 N = 20
 
@@ -414,3 +416,650 @@ def test_data_helpers_refuse(call, error, match):
 def test_check_array_refuses_none():
     with pytest.raises(TypeError, match="^x is required, got None"):
         data.check_array("x", None)
+
+
+# ---------------------------------------------------------------- set_params
+
+
+@pytest.mark.parametrize(
+    "params, match",
+    [
+        pytest.param(
+            {"slope": 1.0},
+            r"^params: unknown parameter\(s\) \['slope'\]; have \['m', 'b'\]",
+            id="unknown-name",
+        ),
+        pytest.param(
+            {"b": np.nan}, r"^LinearRegression has non-finite parameter\(s\) \['b'\]", id="nan"
+        ),
+        pytest.param(
+            {"m": [np.inf]}, r"^LinearRegression has non-finite parameter\(s\) \['m'\]", id="inf"
+        ),
+    ],
+)
+def test_set_params_refuses_and_changes_nothing(params, match):
+    model = keras_mle.LinearRegression()
+    model(data.noisy_line(n=4)[0][:2])
+    before = model.get_weights()
+    with pytest.raises(ValueError, match=match):
+        model.set_params(params)
+    _assert_untouched(model, before)
+
+
+# ---------------------------------------------------------------- adapt
+
+_RAMP = np.arange(10.0)
+
+
+@pytest.mark.parametrize(
+    "make, x, y, error, match",
+    [
+        pytest.param(
+            keras_mle.LinearRegression,
+            np.column_stack([_RAMP, np.ones(10)]),
+            _RAMP,
+            ValueError,
+            r"^x: column\(s\) \[1\] are constant or linear combinations of the others",
+            id="constant-column",
+        ),
+        pytest.param(
+            keras_mle.LinearRegression,
+            np.column_stack([_RAMP, 2.0 * _RAMP + 1.0]),
+            _RAMP,
+            ValueError,
+            r"^x: column\(s\) \[1\] are constant or linear combinations of the others",
+            id="collinear-columns",
+        ),
+        pytest.param(
+            keras_mle.GaussianMLE,
+            np.full(5, 3.0),
+            None,
+            ValueError,
+            r"^samples are constant: the likelihood grows without bound",
+            id="constant-sample",
+        ),
+        pytest.param(
+            keras_mle.GaussianMLE,
+            np.array([1.0, np.nan, 2.0]),
+            None,
+            ValueError,
+            r"^samples contains 1 NaN or Inf",
+            id="nan-sample",
+        ),
+        pytest.param(
+            keras_mle.LinearRegression,
+            _RAMP,
+            None,
+            ValueError,
+            r"^y is required: LinearRegression fits targets y given x",
+            id="y-missing",
+        ),
+        pytest.param(
+            keras_mle.LinearRegression,
+            _RAMP,
+            _RAMP[:-1],
+            ValueError,
+            r"^x and y have different lengths: 10 and 9",
+            id="lengths",
+        ),
+        pytest.param(
+            keras_mle.GaussianMLE,
+            _RAMP,
+            _RAMP,
+            ValueError,
+            r"^y must be None: GaussianMLE fits a sample",
+            id="y-given-to-a-sample-model",
+        ),
+    ],
+)
+def test_adapt_refuses_before_adapting(make, x, y, error, match):
+    model = make()
+    with pytest.raises(error, match=match):
+        model.adapt(x, y)
+    assert model.adaptation is None
+
+
+def test_adapt_refuses_a_feature_count_other_than_the_built_models():
+    x, y, _ = _line()
+    model = keras_mle.LinearRegression()
+    model(x[:2])
+    with pytest.raises(ValueError, match=r"^x has 3 feature\(s\), but the model was built for 1"):
+        model.adapt(np.tile(x[:, None], 3), y)
+    assert model.adaptation is None
+
+
+# ---------------------------------------------------------------- callbacks' arguments
+
+
+@pytest.mark.parametrize(
+    "make, match",
+    [
+        pytest.param(
+            lambda: mle_callbacks.ConvergenceStopping(parameter_tolerance=None),
+            r"^Give parameter_tolerance or gradient_tolerance",
+            id="no-tolerance",
+        ),
+        pytest.param(
+            lambda: mle_callbacks.ConvergenceStopping(gradient_tolerance=1e-6),
+            r"^gradient_tolerance needs data=\(x, y\)",
+            id="gradient-tolerance-without-data",
+        ),
+        pytest.param(
+            lambda: mle_callbacks.ConvergenceStopping((np.ones(3),), gradient_tolerance=-1.0),
+            r"^gradient_tolerance must be a finite number > 0, got -1.0",
+            id="negative-gradient-tolerance",
+        ),
+        pytest.param(
+            lambda: mle_callbacks.ConvergenceStopping(parameter_tolerance=np.nan),
+            r"^parameter_tolerance must be a finite number > 0, got nan",
+            id="nan-parameter-tolerance",
+        ),
+        pytest.param(
+            lambda: mle_callbacks.ConvergenceStopping(patience=0),
+            r"^patience must be a positive integer, got 0",
+            id="patience-0",
+        ),
+        pytest.param(
+            lambda: mle_callbacks.ConvergenceStopping(patience=1.5),
+            r"^patience must be a positive integer, got 1.5",
+            id="fractional-patience",
+        ),
+        pytest.param(
+            lambda: mle_callbacks.ParameterTensorBoard("logs", image_every=-1),
+            r"^image_every must be an integer >= 0, got -1",
+            id="negative-image-every",
+        ),
+        pytest.param(
+            lambda: mle_callbacks.ParameterTensorBoard("logs", closed_form="ols"),
+            r"^closed_form must be a dict, 'auto' or None, got 'ols'",
+            id="closed-form-string",
+        ),
+        pytest.param(
+            lambda: checkpoint.BackupAndRestore("backup", save_every=0),
+            r"^save_every must be a positive integer, got 0",
+            id="save-every-0",
+        ),
+        pytest.param(
+            lambda: checkpoint.BackupAndRestore("backup", save_every=1.5),
+            r"^save_every must be a positive integer, got 1.5",
+            id="fractional-save-every",
+        ),
+        pytest.param(
+            lambda: checkpoint.ModelCheckpoint("m.keras", save_freq=10),
+            r"^ModelCheckpoint only supports save_freq='epoch', got save_freq=10",
+            id="save-freq-batches",
+        ),
+        pytest.param(
+            lambda: checkpoint.ModelCheckpoint("m.h5"),
+            r"^ModelCheckpoint's filepath must end in '.keras' for a whole model",
+            id="model-file-suffix",
+        ),
+        pytest.param(
+            lambda: checkpoint.ModelCheckpoint("m.keras", save_weights_only=True),
+            r"^ModelCheckpoint's filepath must end in '.weights.h5' for save_weights_only",
+            id="weights-file-suffix",
+        ),
+        pytest.param(
+            lambda: checkpoint.ModelCheckpoint("m.keras", mode="best"),
+            r"^mode must be 'auto', 'min' or 'max', got 'best'",
+            id="unknown-mode",
+        ),
+    ],
+)
+def test_callback_constructors_refuse(make, match):
+    with pytest.raises(ValueError, match=match):
+        make()
+
+
+def test_model_checkpoint_refuses_a_folder_as_filepath(tmp_path):
+    (tmp_path / "best.keras").mkdir()
+    with pytest.raises(ValueError, match=r"^ModelCheckpoint's filepath must be a file path, got"):
+        checkpoint.ModelCheckpoint(tmp_path / "best.keras")
+
+
+def _fit_with(callback, epochs=1):
+    x, y, _ = _line()
+    model = keras_mle.LinearRegression()
+    model.compile(optimizer=keras.optimizers.SGD(0.1))
+    model.fit(x, y, epochs=epochs, batch_size=N, verbose=0, callbacks=[callback])
+    return model
+
+
+def test_parameter_tensorboard_data_are_checked_at_train_begin(tmp_path):
+    x, y, _ = _line()
+    board = mle_callbacks.ParameterTensorBoard(tmp_path / "logs", (_with(x, 0, np.nan), y))
+    with pytest.raises(ValueError, match=r"^x contains 1 NaN or Inf"):
+        _fit_with(board)
+
+
+def test_convergence_stopping_data_are_checked_at_train_begin():
+    x, y, _ = _line()
+    stopping = mle_callbacks.ConvergenceStopping(
+        (x, y[:-1]), gradient_tolerance=1e-3, parameter_tolerance=None
+    )
+    with pytest.raises(ValueError, match=r"^x and y have different lengths: 20 and 19"):
+        _fit_with(stopping)
+
+
+def test_a_closed_form_naming_an_unknown_parameter_is_refused(tmp_path):
+    x, y, _ = _line()
+    board = mle_callbacks.ParameterTensorBoard(tmp_path / "logs", (x, y), closed_form={"slope": 1})
+    with pytest.raises(ValueError, match=r"closed_form\['slope'\]"):
+        _fit_with(board)
+
+
+def test_model_checkpoint_placeholder_missing_from_the_logs(tmp_path):
+    callback = checkpoint.ModelCheckpoint(tmp_path / "{epoch}-{val_mae:.3f}.keras")
+    with pytest.raises(KeyError, match=r"ModelCheckpoint could not fill filepath=.* no 'val_mae'"):
+        _fit_with(callback)
+    assert list(tmp_path.iterdir()) == []
+
+
+# ---------------------------------------------------------------- save_model_atomic
+
+
+@pytest.mark.parametrize(
+    "name, kwargs, match",
+    [
+        pytest.param("m.h5", {}, r"^filepath must end in '.keras', got", id="h5-suffix"),
+        pytest.param(
+            "m.keras",
+            {"metadata": {"epoch": 1}},
+            r"^metadata can only be stored in a .weights.h5 file",
+            id="metadata-in-a-keras-file",
+        ),
+        pytest.param(
+            "m.weights.h5",
+            {"weights_only": False},
+            r"^filepath must end in '.keras', got",
+            id="weights-name-for-a-whole-model",
+        ),
+    ],
+)
+def test_save_model_atomic_refuses_before_writing(tmp_path, name, kwargs, match):
+    model = keras_mle.LinearRegression()
+    model(data.noisy_line(n=4)[0][:2])
+    with pytest.raises(ValueError, match=match):
+        checkpoint.save_model_atomic(model, tmp_path / name, **kwargs)
+    assert list(tmp_path.iterdir()) == []
+
+
+# ---------------------------------------------------------------- inference
+
+
+@pytest.fixture(scope="module")
+def ols_fit():
+    """A float64 LinearRegression and a GaussianRegression at the OLS fit of the line."""
+    x, y, _ = _line()
+    exact = closed_form.ols(x, y)
+    models = {}
+    for cls, names in (
+        (keras_mle.LinearRegression, ("m", "b")),
+        (keras_mle.GaussianRegression, ("m", "b", "sigma")),
+    ):
+        model = cls(dtype="float64")
+        model(x[:2])
+        model.set_params({name: exact[name] for name in names})
+        models[cls.__name__] = model
+    return x, y, models
+
+
+@pytest.fixture(scope="module")
+def sample_fit():
+    samples = data.gaussian_sample(n=50, seed=0)
+    exact = closed_form.gaussian_mle(samples)
+    model = keras_mle.GaussianMLE(dtype="float64")
+    model(samples[:2])
+    model.set_params({"mu": exact["mu"], "sigma": exact["sigma"]})
+    return samples, model
+
+
+_GROUPS = np.arange(N) % 4
+
+
+@pytest.mark.parametrize(
+    "model_name, kwargs, error, match",
+    [
+        pytest.param(
+            "LinearRegression",
+            {"convention": "bayes"},
+            ValueError,
+            r"^convention must be one of \('auto', 'ols', 'mle'\), got 'bayes'",
+            id="unknown-convention",
+        ),
+        pytest.param(
+            "LinearRegression",
+            {"convention": "mle"},
+            ValueError,
+            r"^LinearRegression minimises squared error and has no noise parameter",
+            id="mle-convention-for-squared-error",
+        ),
+        pytest.param(
+            "LinearRegression",
+            {"tol": 0},
+            ValueError,
+            r"^tol must be a number > 0, got 0",
+            id="tol-0",
+        ),
+        pytest.param(
+            "LinearRegression",
+            {"cov_type": "HC4"},
+            ValueError,
+            r"^cov_type must be one of \('nonrobust', 'HC0', 'HC1', 'HC2', 'HC3', 'cluster'\)",
+            id="unknown-cov-type",
+        ),
+        pytest.param(
+            "LinearRegression",
+            {"cov_type": "cluster"},
+            ValueError,
+            r"^groups is required with cov_type='cluster'",
+            id="cluster-without-groups",
+        ),
+        pytest.param(
+            "LinearRegression",
+            {"cov_type": "HC0", "groups": _GROUPS},
+            ValueError,
+            r"^groups is only used with cov_type='cluster', not 'HC0'",
+            id="groups-without-cluster",
+        ),
+        pytest.param(
+            "LinearRegression",
+            {"cov_type": "cluster", "groups": _GROUPS[:-1]},
+            ValueError,
+            r"^groups must have one label per row, shape \(20,\), got shape \(19,\)",
+            id="groups-length",
+        ),
+        pytest.param(
+            "LinearRegression",
+            {"cov_type": "cluster", "groups": np.zeros(N)},
+            ValueError,
+            r"^groups: cov_type='cluster' needs at least 2 groups",
+            id="one-group",
+        ),
+        pytest.param(
+            "LinearRegression",
+            {"cov_type": "cluster", "groups": np.r_[_GROUPS[:-1], np.nan]},
+            ValueError,
+            r"^groups contains NaN or Inf labels",
+            id="nan-group-label",
+        ),
+        pytest.param(
+            "GaussianRegression",
+            {"cov_type": "HC2"},
+            ValueError,
+            r"^cov_type='HC2' needs leverages .* GaussianRegression under MLE conventions",
+            id="hc2-under-mle",
+        ),
+        pytest.param(
+            "LinearRegression",
+            {"sample_weight": -np.ones(N)},
+            ValueError,
+            r"^sample_weight must be >= 0; got 20 negative",
+            id="negative-weights",
+        ),
+        pytest.param(
+            "LinearRegression",
+            {"x": np.ones((N, 2))},
+            ValueError,
+            r"^x has 2 feature\(s\), but the model was built for 1",
+            id="feature-count",
+        ),
+        pytest.param(
+            "LinearRegression",
+            {"x": _with(_line()[0], 3, np.nan)},
+            ValueError,
+            r"^x contains 1 NaN or Inf",
+            id="nan-x",
+        ),
+        pytest.param(
+            "LinearRegression",
+            {"y": _line()[1][:-1]},
+            ValueError,
+            r"^x and y have different lengths: 20 and 19",
+            id="lengths",
+        ),
+        pytest.param(
+            "LinearRegression",
+            {"y": None},
+            ValueError,
+            r"^y is required: LinearRegression fits targets",
+            id="y-missing",
+        ),
+    ],
+)
+def test_inference_refuses(ols_fit, model_name, kwargs, error, match):
+    x, y, models = ols_fit
+    arguments = {"x": x, "y": y, **kwargs}
+    with pytest.raises(error, match=match):
+        keras_mle.inference(models[model_name], arguments.pop("x"), arguments.pop("y"), **arguments)
+
+
+@pytest.mark.parametrize(
+    "model, match",
+    [
+        pytest.param(
+            keras.Sequential(),
+            r"^model must be a keras_mle model, got Sequential",
+            id="keras-model",
+        ),
+        pytest.param(
+            keras_mle.LinearRegression(),
+            r"^model is not built: fit it \(or call it on a batch\) first",
+            id="unbuilt-model",
+        ),
+    ],
+)
+def test_inference_refuses_the_model(model, match):
+    x, y, _ = _line()
+    error = TypeError if isinstance(model, keras.Sequential) else ValueError
+    with pytest.raises(error, match=match):
+        keras_mle.inference(model, x, y)
+
+
+@pytest.mark.parametrize(
+    "call, match",
+    [
+        pytest.param(
+            lambda r: r.conf_int(1.5), r"^level must be in \(0, 1\), got 1.5", id="level-1.5"
+        ),
+        pytest.param(
+            lambda r: r.conf_int(method="bootstrap"),
+            r"^method must be 'wald' or 'profile', got 'bootstrap'",
+            id="unknown-method",
+        ),
+        pytest.param(
+            lambda r: r.wald_test(np.eye(2)),
+            r"^R must have shape \(r, 3\), one column per parameter",
+            id="R-shape",
+        ),
+        pytest.param(
+            lambda r: r.wald_test([0.0, 0.0, 1.0]),
+            r"^R involves parameter\(s\) without a standard error .*\['sigma'\]",
+            id="R-on-sigma-under-ols",
+        ),
+        pytest.param(
+            lambda r: r.wald_test([[1.0, 0.0, 0.0], [2.0, 0.0, 0.0]]),
+            r"^R has linearly dependent rows \(rank < 2\)",
+            id="R-dependent-rows",
+        ),
+        pytest.param(
+            lambda r: r.wald_test([1.0, 0.0, 0.0], q=[1.0, 2.0]),
+            r"^q must be a finite number or have shape \(1,\), got \(2,\)",
+            id="q-shape",
+        ),
+        pytest.param(
+            lambda r: r.wald_test([np.nan, 0.0, 0.0]), r"^R contains NaN or Inf", id="R-nan"
+        ),
+        pytest.param(
+            lambda r: r.get_prediction(np.ones((2, 3))),
+            r"^x_new: x has 3 feature\(s\), but the model was built for 1",
+            id="x-new-feature-count",
+        ),
+        pytest.param(
+            lambda r: r.get_prediction(np.array([np.nan, 1.0])),
+            r"^x_new: x contains 1 NaN or Inf",
+            id="x-new-nan",
+        ),
+        pytest.param(
+            lambda r: r.get_prediction(np.ones(2)).conf_int(alpha=1.5),
+            r"^alpha must be in \(0, 1\), got 1.5",
+            id="alpha-1.5",
+        ),
+    ],
+)
+def test_inference_result_methods_refuse(ols_fit, call, match):
+    x, y, models = ols_fit
+    result = keras_mle.inference(models["GaussianRegression"], x, y, convention="ols")
+    with pytest.raises(ValueError, match=match):
+        call(result)
+
+
+@pytest.mark.parametrize(
+    "call, match",
+    [
+        pytest.param(
+            lambda m, s: keras_mle.inference(m, s, cov_type="HC0").conf_int(method="profile"),
+            r"^method='profile' uses the likelihood, .* does not combine with cov_type='HC0'",
+            id="profile-with-robust-covariance",
+        ),
+        pytest.param(
+            lambda m, s: keras_mle.inference(m, s).conf_int(0.0, method="profile"),
+            r"^level must be in \(0, 1\), got 0.0",
+            id="profile-level-0",
+        ),
+        pytest.param(
+            lambda m, s: keras_mle.inference(m, s).rsquared,
+            r"^GaussianMLE is not a Gaussian linear model",
+            id="rsquared-of-a-sample-model",
+        ),
+        pytest.param(
+            lambda m, s: keras_mle.inference(m, s, s),
+            r"^y must be None: GaussianMLE fits a sample",
+            id="y-given-to-a-sample-model",
+        ),
+        pytest.param(
+            lambda m, s: keras_mle.likelihood_ratio_test(m, m, s),
+            r"^full has 2 free parameters and restricted 2: not nested that way round; pass df",
+            id="lrt-not-nested",
+        ),
+        pytest.param(
+            lambda m, s: keras_mle.likelihood_ratio_test(m, m, s, df=0),
+            r"^df must be a positive integer, got 0",
+            id="lrt-df-0",
+        ),
+        pytest.param(
+            lambda m, s: refine(m, s, max_steps=0),
+            r"^max_steps must be a positive integer, got 0",
+            id="refine-max-steps-0",
+        ),
+        pytest.param(
+            lambda m, s: refine(m, s, tol=-1.0),
+            r"^tol must be a number > 0, got -1.0",
+            id="refine-negative-tol",
+        ),
+        pytest.param(
+            lambda m, s: refine(m, _with(s, 0, np.inf)),
+            r"^samples contains 1 NaN or Inf",
+            id="refine-inf-sample",
+        ),
+        pytest.param(
+            lambda m, s: refine(keras_mle.LinearRegression(dtype="float64"), s, s),
+            r"^model is not built",
+            id="refine-unbuilt-model",
+        ),
+    ],
+)
+def test_sample_inference_refuses(sample_fit, call, match):
+    samples, model = sample_fit
+    with pytest.raises(ValueError, match=match):
+        call(model, samples)
+
+
+@pytest.mark.parametrize(
+    "call, match",
+    [
+        pytest.param(
+            lambda: distributions.normal_ppf(1.0),
+            r"^q must be a probability in \(0, 1\), got 1.0",
+            id="q-1",
+        ),
+        pytest.param(lambda: distributions.t_ppf(0.9, 0), r"^df must be > 0, got 0", id="t-df-0"),
+        pytest.param(
+            lambda: distributions.chi2_sf(1.0, np.nan),
+            r"^df must be > 0, got nan",
+            id="chi2-df-nan",
+        ),
+    ],
+)
+def test_distributions_refuse(call, match):
+    with pytest.raises(ValueError, match=match):
+        call()
+
+
+# ---------------------------------------------------------------- files
+
+
+@pytest.mark.parametrize(
+    "files, kwargs, match",
+    [
+        pytest.param({}, {}, r"^pattern: no file matches", id="no-file-matches"),
+        pytest.param({"a.csv": ""}, {}, r"a.csv: empty file, expected a header line", id="empty"),
+        pytest.param({"a.csv": "a,y\n"}, {}, r"\*.csv: no data rows", id="header-only"),
+        pytest.param(
+            {"1.csv": "a,y\n1,2\n", "2.csv": "y,a\n1,2\n"},
+            {},
+            r"2.csv: its header differs",
+            id="headers-differ",
+        ),
+        pytest.param(
+            {"a.csv": "a,a\n1,2\n"}, {"y": None}, r"duplicate column name\(s\) \['a'\]", id="dup"
+        ),
+        pytest.param(
+            {"a.csv": "a,y\n1,2\n"},
+            {"sample_weight": "w"},
+            r"^column\(s\) \['w'\] not found in .*a.csv \(columns: \['a', 'y'\]\)",
+            id="weight-column-missing",
+        ),
+    ],
+)
+def test_csv_dataset_refuses_bad_files(tmp_path, files, kwargs, match):
+    for name, text in files.items():
+        (tmp_path / name).write_text(text)
+    arguments = {"x": ["a"], "y": "y", "batch_size": 2, **kwargs}
+    with pytest.raises(ValueError, match=match):
+        data.csv_dataset(str(tmp_path / "*.csv"), **arguments)
+
+
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [
+        pytest.param(
+            {"rows_per_shard": 0}, r"^rows_per_shard must be a positive integer", id="rows-0"
+        ),
+        pytest.param(
+            {"dtype": "int8"}, r"^dtype must be float32 or float64, got 'int8'", id="int8"
+        ),
+        pytest.param({"y": np.ones(N - 1)}, r"^x and y have different lengths", id="lengths"),
+        pytest.param(
+            {"sample_weight": -np.ones(N)}, r"^sample_weight must be >= 0", id="negative-weights"
+        ),
+    ],
+)
+def test_write_shards_refuses_before_writing(tmp_path, kwargs, match):
+    x, y, _ = _line()
+    arguments = {"y": y, **kwargs}
+    with pytest.raises(ValueError, match=match):
+        data.write_shards(tmp_path / "s", x, **arguments)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_shard_dataset_refuses_a_missing_manifest(tmp_path):
+    with pytest.raises(ValueError, match=r"^manifest: .*none.json' is not a shard manifest"):
+        data.shard_dataset(tmp_path / "none.json", batch_size=2)
+
+
+def test_shard_dataset_refuses_batch_size_0(tmp_path):
+    x, y, _ = _line()
+    manifest = data.write_shards(tmp_path / "s", x, y)
+    with pytest.raises(ValueError, match=r"^batch_size must be a positive integer, got 0"):
+        data.shard_dataset(manifest, batch_size=0)
