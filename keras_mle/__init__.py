@@ -1,6 +1,16 @@
 """keras_mle: maximum-likelihood fitting with Keras models, `fit()` and custom loops."""
 
-from keras_mle import callbacks, checkpoint, closed_form, covariance, data, loops, losses
+from keras_mle import (
+    calibration,
+    callbacks,
+    checkpoint,
+    closed_form,
+    covariance,
+    data,
+    loops,
+    losses,
+    metrics,
+)
 from keras_mle.checkpoint import BackupInUseError
 from keras_mle.data import PrecisionWarning
 from keras_mle.errors import DivergenceWarning
@@ -14,10 +24,13 @@ from keras_mle.inference import (
 )
 from keras_mle.models import (
     GaussianMLE,
+    GaussianNetwork,
     GaussianRegression,
+    HeteroscedasticRegression,
     LikelihoodDerivatives,
     LinearRegression,
     MaximumLikelihoodModel,
+    StudentTRegression,
 )
 from keras_mle.refine import RefineReport, refine
 
@@ -27,7 +40,10 @@ __all__ = [
     "BackupInUseError",
     "DivergenceWarning",
     "GaussianMLE",
+    "GaussianNetwork",
     "GaussianRegression",
+    "HeteroscedasticRegression",
+    "StudentTRegression",
     "InferenceResult",
     "InferenceWarning",
     "LikelihoodDerivatives",
@@ -37,6 +53,7 @@ __all__ = [
     "PredictionResult",
     "RefineReport",
     "WaldTestResult",
+    "calibration",
     "callbacks",
     "checkpoint",
     "closed_form",
@@ -45,6 +62,7 @@ __all__ = [
     "inference",
     "likelihood_ratio_test",
     "loops",
+    "metrics",
     "refine",
     "losses",
     "__version__",

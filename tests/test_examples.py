@@ -45,3 +45,16 @@ def test_tensorboard_workflow_example(tmp_path):
         # Printed to 6 decimals; both paths trained to convergence on the same data.
         assert reloaded == pytest.approx(closed, abs=2e-5)
         assert resumed == pytest.approx(closed, abs=2e-5)
+
+
+@pytest.mark.slow
+def test_heteroscedastic_linear_example(tmp_path):
+    out = _run_example("heteroscedastic_linear.py", cwd=tmp_path)
+    assert "Likelihood ratio test" in out
+
+
+@pytest.mark.slow
+def test_heteroscedastic_network_example(tmp_path):
+    out = _run_example("heteroscedastic_network.py", "--out", tmp_path / "net", cwd=tmp_path)
+    assert "coverage" in out.lower()
+    assert any(p.suffix == ".png" for p in (tmp_path / "net").rglob("*"))

@@ -158,9 +158,12 @@ def test_loss_in_sequential_model_with_mean_squared_error():
 
 @pytest.mark.parametrize("cls", [losses.GaussianNLL, losses.MeanSquaredError])
 def test_loss_serialization_round_trip(cls):
-    loss = cls(reduction="sum", name="custom_name")
+    loss = cls(reduction="sum", name="custom_name", dtype="float64")
     config = loss.get_config()
-    assert config == {"name": "custom_name", "reduction": "sum"}
+    expected = {"name": "custom_name", "reduction": "sum", "dtype": "float64"}
+    if cls is losses.GaussianNLL:
+        expected.update(scale="sigma", floor=losses.SCALE_FLOOR)
+    assert config == expected
     assert cls.from_config(config).get_config() == config
 
     serialized = keras.losses.serialize(loss)
@@ -174,6 +177,8 @@ def test_loss_serialization_round_trip(cls):
     if cls is losses.MeanSquaredError:
         y_pred = y_pred[:, 0]
     np.testing.assert_allclose(float(restored(y_true, y_pred)), float(loss(y_true, y_pred)))
+    # The dtype survives: the restored loss still computes in float64.
+    assert restored.dtype == "float64"
 
 
 def test_loss_survives_model_save_and_load(tmp_path):
@@ -184,3 +189,62 @@ def test_loss_survives_model_save_and_load(tmp_path):
     restored = keras.models.load_model(path)
     assert isinstance(restored.loss, losses.GaussianNLL)
     assert restored.loss.reduction == "sum"
+
+
+def test_softplus_layout_matches_scipy():
+    rng = np.random.default_rng(4)
+    y, mu, raw = rng.normal(size=(3, 40))
+    sigma = np.logaddexp(0.0, raw) + losses.SCALE_FLOOR
+    loss = losses.GaussianNLL(reduction="sum", dtype="float64", scale="softplus")
+    expected = -np.sum(scipy.stats.norm.logpdf(y, mu, sigma))
+    np.testing.assert_allclose(float(loss(y, np.stack([mu, raw], 1))), expected, rtol=RTOL_F64)
+    # A raw value far below 0 gives sigma = the floor, not 0: the loss stays finite.
+    tiny = losses.GaussianNLL(dtype="float32", scale="softplus")(np.zeros(1), [[0.0, -1e4]])
+    np.testing.assert_allclose(float(tiny), 0.5 * np.log(2 * np.pi) + np.log(1e-6), rtol=RTOL_F32)
+
+
+@pytest.mark.parametrize("loss", [losses.GaussianNLL(), losses.gaussian_nll])
+def test_non_positive_sigma_is_refused(loss):
+    with pytest.raises(ValueError, match=r"y_pred\[..., 1\] must be a standard deviation > 0"):
+        loss(np.zeros((2, 1)), np.array([[0.0, 1.0], [0.0, 0.0]]))
+
+
+def test_bad_scale_arguments():
+    with pytest.raises(ValueError, match="scale must be one of"):
+        losses.GaussianNLL(scale="exp")
+    with pytest.raises(ValueError, match="floor must be a finite number > 0"):
+        losses.GaussianNLL(scale="softplus", floor=-1.0)
+
+
+def test_gaussian_nll_function_as_a_keras_loss(tmp_path):
+    keras.utils.set_random_seed(0)
+    x, y = data.noisy_line(n=64, seed=3)
+    model = _gaussian_head_model()
+    model.compile(optimizer=keras.optimizers.Adam(0.05), loss=losses.gaussian_nll)
+    model.fit(x[:, None], y, batch_size=64, epochs=3, verbose=0)
+    pred = model.predict(x[:, None], verbose=0).astype(np.float64)
+    expected = -np.mean(scipy.stats.norm.logpdf(y, pred[:, 0], pred[:, 1]))
+    np.testing.assert_allclose(model.evaluate(x[:, None], y, verbose=0), expected, rtol=RTOL_F32)
+    model.save(tmp_path / "function.keras")
+    restored = keras.models.load_model(tmp_path / "function.keras")
+    np.testing.assert_allclose(restored.evaluate(x[:, None], y, verbose=0), expected, rtol=RTOL_F32)
+
+
+def test_functional_model_on_raw_outputs_recovers_sigma_of_x():
+    # y = 2 x + (0.1 + 0.5 x) e on [0, 1], 4000 points; a Dense(2) head on a small network,
+    # its second column read through softplus. The fitted sigma(x) on a grid is compared with
+    # the truth: with about 200 points per 0.05 of x each local sigma has a relative standard
+    # error near 5%, so 20% is four of them.
+    rng = np.random.default_rng(5)
+    x = rng.uniform(size=(4000, 1)).astype(np.float32)
+    y = (2 * x[:, 0] + (0.1 + 0.5 * x[:, 0]) * rng.normal(size=4000)).astype(np.float32)
+    keras.utils.set_random_seed(0)
+    inputs = keras.Input((1,))
+    hidden = keras.layers.Dense(16, activation="tanh")(inputs)
+    model = keras.Model(inputs, keras.layers.Dense(2)(hidden))
+    model.compile(optimizer=keras.optimizers.Adam(0.02), loss=losses.GaussianNLL(scale="softplus"))
+    model.fit(x, y, batch_size=256, epochs=30, verbose=0)
+    grid = np.linspace(0.05, 0.95, 10, dtype=np.float32)[:, None]
+    raw = model.predict(grid, verbose=0).astype(np.float64)
+    sigma = np.logaddexp(0.0, raw[:, 1]) + losses.SCALE_FLOOR
+    np.testing.assert_allclose(sigma, 0.1 + 0.5 * grid[:, 0], rtol=0.2)

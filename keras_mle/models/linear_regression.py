@@ -66,7 +66,7 @@ class LinearRegression(MaximumLikelihoodModel):
     @property
     def features(self):
         """Number of features `k` (known once built)."""
-        return self.weights[0].shape[0] if self.built else None
+        return self._parameters["m"].variable.shape[0] if self.built else None
 
     def check_input_shape(self, shape):
         shape = tuple(shape)
