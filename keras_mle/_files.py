@@ -135,6 +135,18 @@ def csv_dataset(
     Returns:
         A `tf.data.Dataset` of `x` batches of shape `(B, len(x))`, with `y` and `sample_weight`
         of shape `(B,)` when named, of known cardinality.
+
+    Raises:
+        ValueError: for bad arguments, files or headers, here, before any row is read.
+
+    The cells themselves are parsed while the dataset is read (by `fit`, `evaluate` or an
+    iteration), and their errors come from tf.data then, as a
+    `tf.errors.InvalidArgumentError` that stops reading before the batch holding the row is
+    used: a cell that is not a number (`oops`) gives `Field <i> in record is not a valid float:
+    oops` (`<i>` counts the selected columns from 0, in file order; the file and the line are
+    not named: `keras-mle fit` reads CSV files with line-level messages), and an empty or NaN
+    cell with `missing="error"` gives `column '<name>' has a missing or NaN value in
+    <pattern>`.
     """
     data_lib.check_positive_int("batch_size", batch_size)
     if missing not in _MISSING:

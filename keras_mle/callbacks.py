@@ -31,7 +31,7 @@ import tensorflow as tf
 
 from keras_mle import data as data_lib
 from keras_mle import statistics
-from keras_mle.checkpoint import BackupAndRestore, ModelCheckpoint
+from keras_mle.checkpoint import BackupAndRestore, ModelCheckpoint, check_folder
 from keras_mle.statistics import fit_statistics
 
 __all__ = [
@@ -158,7 +158,10 @@ class ParameterTensorBoard(keras.callbacks.Callback):
             or (isinstance(closed_form, str) and closed_form == "auto")
         ):
             raise ValueError(f"closed_form must be a dict, 'auto' or None, got {closed_form!r}.")
-        self.log_dir = os.fspath(log_dir)
+        if not isinstance(run, str) or not run:
+            raise TypeError(f"run must be a non-empty folder name, got {run!r}.")
+        self.log_dir = check_folder("log_dir", log_dir)
+        check_folder("log_dir", os.path.join(self.log_dir, run))
         self.data = data
         self.closed_form = closed_form
         self.image_every = image_every
@@ -188,6 +191,8 @@ class ParameterTensorBoard(keras.callbacks.Callback):
             if self.histograms and np.size(value) > 1
         }
         if self._writer is None:
+            # Checked again: a file may have taken the folder's place since the constructor.
+            check_folder("log_dir", os.path.join(self.log_dir, self.run))
             self._writer = tf.summary.create_file_writer(os.path.join(self.log_dir, self.run))
         # One compiled call per epoch writes every scalar and histogram (eager summary ops cost
         # about 1 ms each); the step is an argument, so it is the real epoch, not a traced constant.

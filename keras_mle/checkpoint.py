@@ -112,8 +112,18 @@ def save_model_atomic(model, filepath, *, weights_only: bool | None = None, meta
 
     Returns:
         `filepath`.
+
+    Raises:
+        TypeError: naming `filepath` if it is not a path.
+        ValueError: naming `filepath` if its suffix does not match `weights_only`, it is an
+            existing folder, or its folder cannot be created (a file is in the way); naming
+            `model` if a weight or an optimizer variable holds a NaN or an Inf. Nothing is
+            written then, and a file already at `filepath` is kept. (The callbacks, which save
+            unattended during training, skip such a state with a `keras_mle.DivergenceWarning`
+            and go on; a direct call refuses it, so that a returned path is always a usable
+            file.)
     """
-    filepath = os.fspath(filepath)
+    filepath = _check_path("filepath", filepath)
     if weights_only is None:
         weights_only = filepath.endswith(".weights.h5")
     suffix = ".weights.h5" if weights_only else ".keras"
@@ -121,8 +131,56 @@ def save_model_atomic(model, filepath, *, weights_only: bool | None = None, meta
         raise ValueError(f"filepath must end in {suffix!r}, got {filepath!r}.")
     if metadata is not None and not weights_only:
         raise ValueError("metadata can only be stored in a .weights.h5 file.")
+    if os.path.isdir(filepath):
+        raise ValueError(f"filepath: {filepath!r} is an existing folder, not a file.")
+    blocking = _blocking_file(os.path.dirname(os.path.abspath(filepath)))
+    if blocking is not None:
+        raise ValueError(
+            f"filepath: the folder of {filepath!r} cannot be created: {blocking!r} is a file."
+        )
+    bad = _non_finite_variables(model)
+    if bad:
+        raise ValueError(
+            f"model: its state is not finite (NaN or Inf in {', '.join(bad[:5])}), so it was "
+            f"not saved to {filepath!r} (a file already there is kept)."
+        )
     _save_atomic(model, filepath, weights_only, metadata)
     return filepath
+
+
+def _check_path(name, path) -> str:
+    """`path` (a `str` or `os.PathLike` naming text) as a `str`; a `TypeError` naming `name`."""
+    if isinstance(path, (str, os.PathLike)):
+        path = os.fspath(path)
+        if isinstance(path, str) and path:
+            return path
+    raise TypeError(f"{name} must be a non-empty path (str or os.PathLike), got {path!r}.")
+
+
+def _blocking_file(path):
+    """The existing non-folder at `path` or above it that keeps `path` from being a folder."""
+    existing = os.path.abspath(path)
+    while not os.path.lexists(existing):
+        parent = os.path.dirname(existing)
+        if parent == existing:
+            return None
+        existing = parent
+    return None if os.path.isdir(existing) else existing
+
+
+def check_folder(name, path) -> str:
+    """`path` as a `str`, if it is a folder or can be created as one; else raises naming `name`.
+
+    Raises:
+        TypeError: if `path` is not a path.
+        ValueError: if `path`, or a folder above it, is an existing file.
+    """
+    path = _check_path(name, path)
+    blocking = _blocking_file(path)
+    if blocking is not None:
+        where = "" if blocking == os.path.abspath(path) else f" ({blocking!r} is a file)"
+        raise ValueError(f"{name}: {path!r} is a file, not a folder{where}.")
+    return path
 
 
 def _save_atomic(model, filepath, weights_only, metadata=None, before_commit=None):
@@ -695,7 +753,7 @@ class BackupAndRestore(keras.callbacks.Callback):
     ):
         super().__init__()
         data_lib.check_positive_int("save_every", save_every)
-        self.backup_dir = os.fspath(backup_dir)
+        self.backup_dir = check_folder("backup_dir", backup_dir)
         self.save_every = save_every
         self.restore = restore
         self.delete_checkpoint = delete_checkpoint
@@ -827,6 +885,7 @@ class BackupAndRestore(keras.callbacks.Callback):
 
     def _acquire(self):
         """Takes the folder's lock for a new run (see the class docstring for who may hold it)."""
+        check_folder("backup_dir", self.backup_dir)  # a file may have taken its place since
         with _LOCKS_GUARD:
             lock = _held_here(self.backup_dir)
             if lock is None:
@@ -978,9 +1037,13 @@ class ModelCheckpoint(keras.callbacks.Callback):
         initial_value_threshold: float | None = None,
     ):
         super().__init__()
-        filepath = os.fspath(filepath)
-        if not isinstance(filepath, str):
-            raise ValueError(f"filepath must be a text path, got {filepath!r}.")
+        filepath = _check_path("filepath", filepath)
+        if not isinstance(monitor, str) or not monitor:
+            raise TypeError(f"monitor must be the name of a logged value, got {monitor!r}.")
+        if initial_value_threshold is not None:
+            initial_value_threshold = data_lib.check_finite_scalar(
+                "initial_value_threshold", initial_value_threshold
+            )
         suffix = ".weights.h5" if save_weights_only else ".keras"
         if not filepath.endswith(suffix):
             what = "save_weights_only=True" if save_weights_only else "a whole model"

@@ -30,7 +30,7 @@ import tensorflow as tf
 
 from keras_mle import checkpoint
 from keras_mle import data as data_lib
-from keras_mle.models.base import _is_in_memory
+from keras_mle.models.base import MaximumLikelihoodModel, _check_callbacks, _is_in_memory
 from keras_mle.models.input_checks import InputCheckCallback
 
 __all__ = ["train", "MODES"]
@@ -88,6 +88,11 @@ def train(
     Returns:
         The `History` of the run: `loss`, the metrics and every parameter per epoch.
     """
+    if not isinstance(model, MaximumLikelihoodModel):
+        raise TypeError(
+            "model must be a keras_mle model (a keras_mle.MaximumLikelihoodModel), got "
+            f"{type(model).__name__}: train other Keras models with model.fit()."
+        )
     if not _is_in_memory(x):
         raise TypeError(
             f"x: keras_mle.loops.train takes in-memory arrays, got a {type(x).__name__}; "
@@ -100,8 +105,13 @@ def train(
     data_lib.check_positive_int("checkpoint_every", checkpoint_every)
     if resume and checkpoint_dir is None:
         raise ValueError("resume=True needs checkpoint_dir, the folder to resume from.")
+    if checkpoint_dir is not None:
+        checkpoint.check_folder("checkpoint_dir", checkpoint_dir)
+    if not isinstance(shuffle, (bool, np.bool_)):
+        raise TypeError(f"shuffle must be True or False, got {shuffle!r}.")
+    _check_callbacks(callbacks)
+    optimizer = _get_optimizer(optimizer)
     x, y, sample_weight = model.check_data(x, y, sample_weight)
-    optimizer = keras.optimizers.get(optimizer)
     if getattr(model, "optimizer", None) is not optimizer:
         model.compile(optimizer=optimizer)
     model.prepare_training(x.shape, x[:1], None if y is None else y[:1])
@@ -160,6 +170,26 @@ def train(
         # (A run that raised gets no on_train_end: its backup folder's lock is freed here.)
         checkpoint.release_backups(callbacks)
     return model.history
+
+
+def _get_optimizer(optimizer):
+    """`keras.optimizers.get(optimizer)`, with errors naming `optimizer`."""
+    if optimizer is None:
+        raise TypeError(
+            "optimizer is required: pass a keras.optimizers.Optimizer or its name, e.g. "
+            "keras.optimizers.SGD(0.1) or 'adam'."
+        )
+    try:
+        found = keras.optimizers.get(optimizer)
+    except (TypeError, ValueError):
+        found = None
+    if not isinstance(found, keras.optimizers.Optimizer):
+        error = ValueError if isinstance(optimizer, (str, dict)) else TypeError
+        raise error(
+            "optimizer must be a keras.optimizers.Optimizer or the name of one (e.g. 'sgd', "
+            f"'adam'), got {optimizer!r}."
+        )
+    return found
 
 
 def _epoch_logs(model):

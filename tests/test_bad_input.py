@@ -6,6 +6,7 @@
 import keras
 import numpy as np
 import pytest
+import tensorflow as tf
 
 import keras_mle
 from keras_mle import callbacks as mle_callbacks
@@ -429,12 +430,8 @@ def test_check_array_refuses_none():
             r"^params: unknown parameter\(s\) \['slope'\]; have \['m', 'b'\]",
             id="unknown-name",
         ),
-        pytest.param(
-            {"b": np.nan}, r"^LinearRegression has non-finite parameter\(s\) \['b'\]", id="nan"
-        ),
-        pytest.param(
-            {"m": [np.inf]}, r"^LinearRegression has non-finite parameter\(s\) \['m'\]", id="inf"
-        ),
+        pytest.param({"b": np.nan}, r"^params\['b'\] must be finite, got nan", id="nan"),
+        pytest.param({"m": [np.inf]}, r"^params\['m'\] must be finite, got \[inf\]", id="inf"),
     ],
 )
 def test_set_params_refuses_and_changes_nothing(params, match):
@@ -1063,3 +1060,462 @@ def test_shard_dataset_refuses_batch_size_0(tmp_path):
     manifest = data.write_shards(tmp_path / "s", x, y)
     with pytest.raises(ValueError, match=r"^batch_size must be a positive integer, got 0"):
         data.shard_dataset(manifest, batch_size=0)
+
+
+# ---------------------------------------------------------------- set_params: values
+
+
+def _built_line():
+    model = keras_mle.LinearRegression()
+    model(data.noisy_line(n=4)[0][:2])
+    return model
+
+
+@pytest.mark.parametrize(
+    "make, params, error, match",
+    [
+        pytest.param(
+            keras_mle.GaussianMLE,
+            {"sigma": -1.0},
+            ValueError,
+            r"^params\['sigma'\] must be > 0 \('sigma' is positive",
+            id="negative-sigma",
+        ),
+        pytest.param(
+            keras_mle.GaussianMLE,
+            {"sigma": 0.0},
+            ValueError,
+            r"^params\['sigma'\] must be > 0",
+            id="zero-sigma",
+        ),
+        pytest.param(
+            keras_mle.GaussianMLE,
+            {"mu": np.inf},
+            ValueError,
+            r"^params\['mu'\] must be finite, got inf",
+            id="inf-mu",
+        ),
+        pytest.param(
+            _built_line,
+            {"m": [1.0, 2.0]},
+            ValueError,
+            r"^params\['m'\] has shape \(2,\), but 'm' has shape \(1,\)",
+            id="wrong-shape",
+        ),
+        pytest.param(
+            _built_line,
+            {"b": "one"},
+            TypeError,
+            r"^params\['b'\] must be a number or an array of numbers, got 'one'",
+            id="string-value",
+        ),
+        pytest.param(
+            _built_line,
+            [1.0],
+            TypeError,
+            r"^params must be a dict \{parameter name: value\}, got list",
+            id="not-a-dict",
+        ),
+        pytest.param(
+            keras_mle.LinearRegression,
+            {"b": 1.0},
+            ValueError,
+            r"^params: LinearRegression is not built yet, .* fit it, call model.build",
+            id="unbuilt",
+        ),
+    ],
+)
+def test_set_params_refuses_bad_values(make, params, error, match):
+    model = make()
+    before = model.get_weights()
+    with pytest.raises(error, match=match):
+        model.set_params(params)
+    _assert_untouched(model, before)
+
+
+# ---------------------------------------------------------------- callbacks argument
+
+
+def _callbacks_entry(entry, callbacks):
+    x, y, _ = _line()
+    model = _built_line()
+    optimizer = keras.optimizers.SGD(0.1)
+    model.compile(optimizer=optimizer)
+    before = model.get_weights()
+    try:
+        if entry == "fit":
+            model.fit(x, y, epochs=1, verbose=0, callbacks=callbacks)
+        elif entry == "evaluate":
+            model.evaluate(x, y, verbose=0, callbacks=callbacks)
+        elif entry == "predict":
+            model.predict(x, verbose=0, callbacks=callbacks)
+        else:
+            loops.train(
+                model, x, y, epochs=1, batch_size=N, optimizer=optimizer, callbacks=callbacks
+            )
+    finally:
+        _assert_untouched(model, before)
+        assert int(optimizer.iterations) == 0
+
+
+@pytest.mark.parametrize(
+    "callbacks, match",
+    [
+        pytest.param(
+            keras.callbacks.History(),
+            r"^callbacks must be a list of keras.callbacks.Callback objects, got History "
+            r"\(wrap it in a list",
+            id="not-a-list",
+        ),
+        pytest.param(
+            [keras.callbacks.History(), "history"],
+            r"^callbacks\[1\] must be a keras.callbacks.Callback, got str",
+            id="not-a-callback",
+        ),
+    ],
+)
+@pytest.mark.parametrize("entry", ["fit", "evaluate", "predict", "loops.train"])
+def test_callbacks_must_be_a_list_of_callbacks(entry, callbacks, match):
+    with pytest.raises(TypeError, match=match):
+        _callbacks_entry(entry, callbacks)
+
+
+# ---------------------------------------------------------------- loops.train: model, optimizer
+
+
+@pytest.mark.parametrize(
+    "kwargs, error, match",
+    [
+        pytest.param(
+            {"optimizer": None}, TypeError, r"^optimizer is required: pass a keras", id="no-opt"
+        ),
+        pytest.param(
+            {"optimizer": "nope"},
+            ValueError,
+            r"^optimizer must be a keras.optimizers.Optimizer or the name of one .*'nope'",
+            id="unknown-optimizer",
+        ),
+        pytest.param(
+            {"model": keras.Sequential()},
+            TypeError,
+            r"^model must be a keras_mle model \(a keras_mle.MaximumLikelihoodModel\), got "
+            r"Sequential",
+            id="keras-model",
+        ),
+        pytest.param(
+            {"shuffle": "yes"},
+            TypeError,
+            r"^shuffle must be True or False, got 'yes'",
+            id="shuffle",
+        ),
+    ],
+)
+def test_loops_train_refuses_the_model_and_optimizer(kwargs, error, match):
+    x, y, _ = _line()
+    model = keras_mle.LinearRegression()
+    arguments = {"model": model, "epochs": 1, "batch_size": 5, "optimizer": "sgd", **kwargs}
+    with pytest.raises(error, match=match):
+        loops.train(arguments.pop("model"), x, y, verbose=0, **arguments)
+    assert not model.built and getattr(model, "optimizer", None) is None
+
+
+# ---------------------------------------------------------------- fit: shuffle, validation
+
+
+@pytest.mark.parametrize(
+    "kwargs, error, match",
+    [
+        pytest.param(
+            {"shuffle": "yes"}, TypeError, r"^shuffle must be True or False, got 'yes'", id="yes"
+        ),
+        pytest.param(
+            {"shuffle": "batch"},
+            ValueError,
+            r"^shuffle='batch' \(Keras' shuffling in batch-sized chunks, for HDF5 data\) is not "
+            "supported",
+            id="batch",
+        ),
+        pytest.param(
+            {"validation_split": 0.2, "validation_data": "both"},
+            ValueError,
+            r"^validation_split=0.2 and validation_data are both given: Keras would use "
+            r"validation_data and silently ignore validation_split; this package refuses",
+            id="split-and-data",
+        ),
+    ],
+)
+def test_fit_refuses_ambiguous_arguments(kwargs, error, match):
+    x, y, _ = _line()
+    if kwargs.get("validation_data") == "both":
+        kwargs = {**kwargs, "validation_data": (x, y)}
+    model = keras_mle.LinearRegression()
+    model.compile(optimizer=keras.optimizers.SGD(0.1))
+    with pytest.raises(error, match=match):
+        model.fit(x, y, epochs=1, verbose=0, **kwargs)
+    assert not model.built
+
+
+# ---------------------------------------------------------------- models' dtype
+
+
+@pytest.mark.parametrize("dtype", ["int32", "bool", "float16", "bfloat16"])
+@pytest.mark.parametrize(
+    "cls", [keras_mle.GaussianMLE, keras_mle.LinearRegression, keras_mle.GaussianRegression]
+)
+def test_models_refuse_a_dtype_that_is_not_float32_or_float64(cls, dtype):
+    match = r"^dtype must be 'float32', 'float64' or a mixed precision policy"
+    if dtype in ("float16", "bfloat16"):
+        match += rf".*use the mixed policy 'mixed_{dtype}'"
+    with pytest.raises(ValueError, match=match):
+        cls(dtype=dtype)
+
+
+def test_models_take_float32_float64_and_mixed_policies():
+    for dtype in ("float32", "float64", "mixed_float16", "mixed_bfloat16"):
+        assert keras_mle.GaussianMLE(dtype=dtype).built
+    with pytest.raises(ValueError, match=r"^dtype: Cannot convert 'half'"):
+        keras_mle.LinearRegression(dtype="half")
+
+
+# ---------------------------------------------------------------- streams: first batch
+
+
+class _XBatches(keras.utils.PyDataset):
+    """Two batches of `(x, y)` (or `x` alone) with `features` columns."""
+
+    def __init__(self, features=1, with_y=True, batches=2):
+        super().__init__()
+        self.features, self.with_y, self.batches = features, with_y, batches
+
+    def __len__(self):
+        return self.batches
+
+    def __getitem__(self, index):
+        x = np.ones((10, self.features), np.float32)
+        return (x, np.arange(10.0, dtype=np.float32)) if self.with_y else x
+
+
+def _generator(features=1, with_y=True):
+    for _ in range(2):
+        x = np.ones((10, features), np.float32)
+        yield (x, np.arange(10.0, dtype=np.float32)) if with_y else (x,)
+
+
+def _stream_cases():
+    x, y, _ = _line()
+    tf_data = tf.data.Dataset
+    feature = r"^x has 3 feature\(s\), but the model was built for 1"
+    no_y = r"^y is required: LinearRegression fits targets y given x, so each element .* must be "
+    no_y += r"\(x, y\) or \(x, y, sample_weight\)"
+    yield "generator-3-features", lambda: _generator(3), ValueError, feature
+    yield "pydataset-3-features", lambda: _XBatches(3), ValueError, feature
+    yield "dataset-x-only", lambda: tf_data.from_tensor_slices(x).batch(5), ValueError, no_y
+    yield "pydataset-x-only", lambda: _XBatches(with_y=False), ValueError, no_y
+    yield "generator-x-only", lambda: _generator(with_y=False), ValueError, no_y
+    strings = np.array(["a"] * N)
+    yield (
+        "dataset-strings",
+        lambda: tf_data.from_tensor_slices((strings, y)).batch(5),
+        TypeError,
+        r"^x must be numeric, got batches of dtype string",
+    )
+    yield (
+        "dataset-empty",
+        lambda: tf_data.from_tensor_slices((x[:0], y[:0])).batch(5),
+        ValueError,
+        r"^x: the dataset is empty \(its cardinality is 0\)",
+    )
+    yield (
+        "pydataset-empty",
+        lambda: _XBatches(batches=0),
+        ValueError,
+        r"^x: the PyDataset is empty \(len 0\)",
+    )
+
+
+STREAM_CASES = [pytest.param(*case[1:], id=case[0]) for case in _stream_cases()]
+
+
+@pytest.mark.parametrize("make, error, match", STREAM_CASES)
+def test_a_stream_is_checked_before_any_step(make, error, match):
+    model = _built_line()
+    optimizer = keras.optimizers.SGD(0.1)
+    model.compile(optimizer=optimizer)
+    before = model.get_weights()
+    with pytest.raises(error, match=match):
+        model.fit(make(), epochs=1, verbose=0)
+    _assert_untouched(model, before)
+    assert int(optimizer.iterations) == 0
+
+
+# ---------------------------------------------------------------- files, folders, values
+
+
+def test_save_model_atomic_refuses_a_folder_and_a_file_in_the_way(tmp_path):
+    model = _built_line()
+    (tmp_path / "folder.keras").mkdir()
+    with pytest.raises(ValueError, match=r"^filepath: .*folder.keras' is an existing folder"):
+        checkpoint.save_model_atomic(model, tmp_path / "folder.keras")
+    (tmp_path / "file").write_text("kept")
+    with pytest.raises(ValueError, match=r"^filepath: the folder of .* cannot be created: .*file"):
+        checkpoint.save_model_atomic(model, tmp_path / "file" / "m.keras")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["file", "folder.keras"]
+    assert list((tmp_path / "folder.keras").iterdir()) == []
+
+
+def test_save_model_atomic_refuses_a_non_finite_state_and_keeps_the_file(tmp_path):
+    model = _built_line()
+    path = checkpoint.save_model_atomic(model, tmp_path / "m.keras")
+    saved = (tmp_path / "m.keras").read_bytes()
+    model.set_params({"b": 1.0})
+    model.weights[-1].assign(np.nan)
+    with pytest.raises(ValueError, match=r"^model: its state is not finite \(NaN or Inf in .*b\)"):
+        checkpoint.save_model_atomic(model, path)
+    assert (tmp_path / "m.keras").read_bytes() == saved
+    assert [p.name for p in tmp_path.iterdir()] == ["m.keras"]
+
+
+@pytest.mark.parametrize(
+    "make, error, match",
+    [
+        pytest.param(
+            lambda p: checkpoint.ModelCheckpoint(p / "m.keras", initial_value_threshold="low"),
+            TypeError,
+            r"^initial_value_threshold must be a number, got 'low'",
+            id="threshold-string",
+        ),
+        pytest.param(
+            lambda p: checkpoint.ModelCheckpoint(p / "m.keras", monitor=None),
+            TypeError,
+            r"^monitor must be the name of a logged value, got None",
+            id="monitor-none",
+        ),
+        pytest.param(
+            lambda p: checkpoint.ModelCheckpoint(3),
+            TypeError,
+            r"^filepath must be a non-empty path \(str or os.PathLike\), got 3",
+            id="filepath-int",
+        ),
+        pytest.param(
+            lambda p: checkpoint.BackupAndRestore(None),
+            TypeError,
+            r"^backup_dir must be a non-empty path \(str or os.PathLike\), got None",
+            id="backup-dir-none",
+        ),
+        pytest.param(
+            lambda p: checkpoint.BackupAndRestore(p / "a_file"),
+            ValueError,
+            r"^backup_dir: .*a_file' is a file, not a folder",
+            id="backup-dir-is-a-file",
+        ),
+        pytest.param(
+            lambda p: mle_callbacks.ParameterTensorBoard(p / "a_file"),
+            ValueError,
+            r"^log_dir: .*a_file' is a file, not a folder",
+            id="log-dir-is-a-file",
+        ),
+        pytest.param(
+            lambda p: mle_callbacks.ParameterTensorBoard(p, run="a_file"),
+            ValueError,
+            r"^log_dir: .*a_file' is a file, not a folder",
+            id="run-folder-is-a-file",
+        ),
+        pytest.param(
+            lambda p: loops.train(
+                keras_mle.LinearRegression(),
+                *_line()[:2],
+                epochs=1,
+                batch_size=N,
+                optimizer="sgd",
+                checkpoint_dir=p / "a_file" / "backup",
+            ),
+            ValueError,
+            r"^checkpoint_dir: .*backup' is a file, not a folder \(.*a_file' is a file\)",
+            id="checkpoint-dir-under-a-file",
+        ),
+    ],
+)
+def test_paths_and_values_of_callbacks_are_named(tmp_path, make, error, match):
+    (tmp_path / "a_file").write_text("kept")
+    with pytest.raises(error, match=match):
+        make(tmp_path)
+    assert [p.name for p in tmp_path.iterdir()] == ["a_file"]
+
+
+def test_a_backup_dir_replaced_by_a_file_is_refused_before_any_step(tmp_path):
+    backup = checkpoint.BackupAndRestore(tmp_path / "backup")
+    (tmp_path / "backup").write_text("kept")
+    x, y, _ = _line()
+    model = keras_mle.LinearRegression()
+    optimizer = keras.optimizers.SGD(0.1)
+    model.compile(optimizer=optimizer)
+    with pytest.raises(ValueError, match=r"^backup_dir: .*backup' is a file, not a folder"):
+        model.fit(x, y, epochs=1, verbose=0, callbacks=[backup])
+    assert int(optimizer.iterations) == 0
+    assert (tmp_path / "backup").read_text() == "kept"
+
+
+# ---------------------------------------------------------------- inference: models, R, q
+
+
+@pytest.mark.parametrize("which", ["full", "restricted"])
+def test_likelihood_ratio_test_refuses_an_object_that_is_not_a_model(ols_fit, which):
+    x, y, models = ols_fit
+    pair = {"full": models["GaussianRegression"], "restricted": models["LinearRegression"]}
+    pair[which] = object()
+    with pytest.raises(TypeError, match=rf"^{which} must be a fitted keras_mle model, got object"):
+        keras_mle.likelihood_ratio_test(pair["full"], pair["restricted"], x, y)
+
+
+@pytest.mark.parametrize(
+    "call, match",
+    [
+        pytest.param(
+            lambda r: r.wald_test("m = 0"),
+            r"^R must be a \(3,\) row or an \(r, 3\) matrix of numbers, got 'm = 0'",
+            id="R-string",
+        ),
+        pytest.param(
+            lambda r: r.wald_test([1.0, 0.0, 0.0], q="zero"),
+            r"^q must be a number or \(1,\) numbers, got 'zero'",
+            id="q-string",
+        ),
+    ],
+)
+def test_wald_test_refuses_text(ols_fit, call, match):
+    x, y, models = ols_fit
+    result = keras_mle.inference(models["GaussianRegression"], x, y, convention="ols")
+    with pytest.raises(TypeError, match=match):
+        call(result)
+
+
+# ---------------------------------------------------------------- csv cells, read in tf.data
+
+
+@pytest.mark.parametrize(
+    "text, match",
+    [
+        pytest.param(
+            "a,y\n1,2\noops,3\n", r"Field 0 in record is not a valid float: oops", id="text"
+        ),
+        pytest.param(
+            "a,y\n1,2\nnan,3\n",
+            r"column .+a.+ has a missing or NaN value in .*bad.csv \(pass missing=",
+            id="nan",
+        ),
+    ],
+)
+def test_a_bad_csv_cell_stops_reading_with_tf_datas_error(tmp_path, text, match):
+    (tmp_path / "bad.csv").write_text(text)
+    dataset = data.csv_dataset(str(tmp_path / "bad.csv"), x=["a"], y="y", batch_size=2)
+    with pytest.raises(tf.errors.InvalidArgumentError, match=match):
+        list(dataset)
+
+
+def test_a_generator_into_an_unbuilt_model_is_told_to_build_it():
+    model = keras_mle.LinearRegression()
+    optimizer = keras.optimizers.SGD(0.1)
+    model.compile(optimizer=optimizer)
+    with pytest.raises(ValueError, match=r"^x: LinearRegression is not built, and a generator's"):
+        model.fit(_generator(), epochs=1, verbose=0)
+    assert int(optimizer.iterations) == 0
