@@ -69,11 +69,13 @@ def time_loop(mode, x, y, batch_size, epochs):
     return timer.median(), 1
 
 
-def time_plain_fit(x, y, batch_size, epochs):
+def time_plain_fit(x, y, batch_size, epochs, shuffle=True, jit_compile="auto"):
     model = make_model(x)
-    model.compile(optimizer=keras.optimizers.SGD(0.1))
+    model.compile(optimizer=keras.optimizers.SGD(0.1), jit_compile=jit_compile)
     timer = EpochTimer()
-    model.fit(x, y, batch_size=batch_size, epochs=epochs, callbacks=[timer], verbose=0)
+    model.fit(
+        x, y, batch_size=batch_size, epochs=epochs, shuffle=shuffle, callbacks=[timer], verbose=0
+    )
     return timer.median(), 1
 
 
@@ -116,8 +118,14 @@ def bench(n, batch_size, epochs, repeats):
         "eager loop": lambda: time_loop("eager", x, y, batch_size, min(epochs, 30)),
         "function loop": lambda: time_loop("function", x, y, batch_size, epochs),
         "xla loop": lambda: time_loop("xla", x, y, batch_size, epochs),
-        "fit() as a user calls it": lambda: time_plain_fit(
-            x, y, batch_size, min(epochs, 30 if n <= 1000 else 4)
+        "fit(x, y), shuffled (Keras' default)": lambda: time_plain_fit(
+            x, y, batch_size, min(epochs, 100 if n <= 1000 else 4)
+        ),
+        "fit(x, y, shuffle=False)": lambda: time_plain_fit(
+            x, y, batch_size, min(epochs, 100 if n <= 1000 else 4), shuffle=False
+        ),
+        "fit(x, y, shuffle=False), jit_compile=True": lambda: time_plain_fit(
+            x, y, batch_size, min(epochs, 100 if n <= 1000 else 4), False, True
         ),
         "fit() fast path": lambda: time_fast_fit(x, y, batch_size, epochs, repeats),
     }

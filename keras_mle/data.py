@@ -34,6 +34,8 @@ __all__ = [
     "stack_batches",
     "epoch_dataset",
     "EpochBatches",
+    "epoch_arrays",
+    "EpochArrays",
     "csv_dataset",
     "write_shards",
     "shard_dataset",
@@ -232,6 +234,58 @@ class EpochBatches(tf.experimental.ExtensionType):
     last_y: typing.Optional[tf.Tensor]  # noqa: UP045
     last_sample_weight: typing.Optional[tf.Tensor]  # noqa: UP045
     repeats: tf.Tensor
+
+
+class EpochArrays(tf.experimental.ExtensionType):
+    """One epoch of in-memory arrays, batched (and shuffled) inside the compiled step.
+
+    The element type of `epoch_arrays`, by which `train_step` knows to run a whole epoch in one
+    call (`train_arrays`): batch `i` is rows `order[i * batch_size : (i + 1) * batch_size]`
+    (rows in order when `order` is `None`), the last batch shorter when `batch_size` does not
+    divide the rows, exactly the batches of Keras' own array adapter.
+    """
+
+    x: tf.Tensor
+    y: typing.Optional[tf.Tensor]  # noqa: UP045 (ExtensionType reads typing.Optional)
+    sample_weight: typing.Optional[tf.Tensor]  # noqa: UP045
+    order: typing.Optional[tf.Tensor]  # noqa: UP045
+    batch_size: int
+
+
+def epoch_arrays(x, y=None, sample_weight=None, *, batch_size: int, seed=None):
+    """A `tf.data.Dataset` whose every element is one epoch of the arrays (`EpochArrays`).
+
+    What `fit(x, y)` trains on: `fit(epoch_arrays(...), steps_per_epoch=1)` makes the steps of
+    `fit(x, y, batch_size=batch_size)` with each epoch one compiled call. The arrays are held once
+    (as constants); batches are sliced, or gathered through the epoch's permutation, in the step.
+
+    Args:
+        x, y, sample_weight: Checked arrays in the model's dtype (`model.check_data`).
+        batch_size: Rows per batch; a batch larger than the data is the full batch.
+        seed: `None` (rows in order, the default), or a scalar int64 `tf.Variable` read when
+            each epoch's element is made: the epoch's rows are then
+            `tf.random.experimental.stateless_shuffle(range(n), [seed, 0])`, so that whoever
+            sets `seed` before each epoch (as `fit` does, from NumPy's global generator)
+            decides the order.
+    """
+    check_positive_int("batch_size", batch_size)
+    n = len(x)
+    tensors = [None if a is None else tf.constant(a) for a in (x, y, sample_weight)]
+    batch_size = min(batch_size, n)
+
+    def epoch(_):
+        order = None
+        if seed is not None:
+            pair = tf.stack([tf.convert_to_tensor(seed), tf.constant(0, tf.int64)])
+            order = tf.random.experimental.stateless_shuffle(tf.range(n), seed=pair)
+        x, y, w = tensors
+        return EpochArrays(x=x, y=y, sample_weight=w, order=order, batch_size=batch_size)
+
+    # No prefetch (tf.data injects one by default): an epoch's element must be made when its
+    # step asks for it, after `seed` is set for that epoch.
+    options = tf.data.Options()
+    options.experimental_optimization.inject_prefetch = False
+    return tf.data.Dataset.range(1).repeat().map(epoch).with_options(options)
 
 
 def check_array(name: str, value, *, dtype=None, ndim: tuple[int, ...] = (1, 2)) -> np.ndarray:

@@ -1,0 +1,132 @@
+"""Plain `fit(x, y)` runs each epoch as one compiled call (`data.epoch_arrays`, `train_arrays`).
+
+Its steps are those of Keras' per-batch loop: the same batches in the same order (the last one
+shorter), with Keras' epoch semantics (History, validation, callbacks per epoch). A callback
+that acts between batches gets the per-batch loop instead.
+"""
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+import keras_mle
+from keras_mle import checkpoint, data
+
+N, BATCH, LR, EPOCHS = 103, 10, 0.3, 4
+
+
+class WatchesBatches(keras.callbacks.Callback):
+    """A batch hook that does nothing: it only makes `fit` take the per-batch loop."""
+
+    def on_train_batch_end(self, batch, logs=None):
+        pass
+
+
+def line(n=N):
+    x, y = data.noisy_line(n=n, seed=0)
+    weights = np.random.default_rng(2).uniform(0.5, 2.0, n).astype(np.float32)
+    return x, y, weights
+
+
+def trained(callbacks=(), shuffle=False, epochs=EPOCHS, seed=0, **kwargs):
+    x, y, w = line()
+    keras.utils.set_random_seed(seed)
+    model = keras_mle.LinearRegression(m_initializer="zeros")
+    model.compile(optimizer=keras.optimizers.SGD(LR))
+    history = model.fit(
+        x, y, sample_weight=w, batch_size=BATCH, epochs=epochs, shuffle=shuffle,
+        callbacks=list(callbacks), verbose=0, **kwargs,
+    )  # fmt: skip
+    return model, history
+
+
+def numpy_sgd(orders):
+    """Weighted minibatch SGD on the MSE in float64, one row order per epoch."""
+    x, y, w = (a.astype(np.float64) for a in line())
+    m = b = 0.0
+    for order in orders:
+        for start in range(0, N, BATCH):
+            rows = order[start : start + BATCH]
+            r = m * x[rows] + b - y[rows]
+            total = w[rows].sum()
+            m -= LR * np.sum(w[rows] * 2 * r * x[rows]) / total
+            b -= LR * np.sum(w[rows] * 2 * r) / total
+    return m, b
+
+
+def test_in_order_epochs_match_the_per_batch_loop_and_numpy():
+    fast, history = trained()
+    slow, slow_history = trained(callbacks=[WatchesBatches()])
+    assert int(fast.optimizer.iterations.numpy()) == EPOCHS * 11  # 10 full batches + 3 rows
+    for name in fast.params:
+        np.testing.assert_array_equal(fast.params[name], slow.params[name], err_msg=name)
+    # float32 steps against float64: 44 steps of 1e-7 rounding each; 1e-5 is ample.
+    m, b = numpy_sgd([np.arange(N)] * EPOCHS)
+    np.testing.assert_allclose(fast.params["m"], [m], rtol=1e-5)
+    np.testing.assert_allclose(fast.params["b"], b, rtol=1e-5)
+    # One History entry per epoch, the same losses as the per-batch loop.
+    assert history.epoch == list(range(EPOCHS))
+    np.testing.assert_allclose(history.history["loss"], slow_history.history["loss"], rtol=1e-6)
+
+
+def test_shuffled_epochs_draw_a_new_order_each_epoch_from_numpy():
+    fast, _ = trained(shuffle=True, seed=7)
+    # Independently: the seeds are NumPy draws at each epoch's start, the order TF's stateless
+    # shuffle of those seeds.
+    np.random.seed(7)
+    orders = []
+    for _ in range(EPOCHS):
+        seed = np.random.randint(2**62, dtype=np.int64)
+        pair = tf.constant([seed, 0], tf.int64)
+        orders.append(tf.random.experimental.stateless_shuffle(tf.range(N), pair).numpy())
+    assert not np.array_equal(orders[0], orders[1])
+    m, b = numpy_sgd(orders)
+    np.testing.assert_allclose(fast.params["m"], [m], rtol=1e-5)
+    np.testing.assert_allclose(fast.params["b"], b, rtol=1e-5)
+    again, _ = trained(shuffle=True, seed=7)
+    np.testing.assert_array_equal(again.params["m"], fast.params["m"])  # deterministic
+
+
+class StopAfter(keras.callbacks.Callback):
+    def __init__(self, epoch):
+        super().__init__()
+        self.epoch = epoch
+
+    def on_epoch_end(self, epoch, logs=None):
+        if epoch == self.epoch:
+            raise KeyboardInterrupt(f"interrupted after epoch {epoch}")
+
+
+def test_a_shuffled_fit_resumes_exactly_from_its_backup(tmp_path):
+    reference, _ = trained(shuffle=True, seed=3)
+    backup = checkpoint.BackupAndRestore(tmp_path / "backup")
+    with pytest.raises(KeyboardInterrupt):
+        trained(callbacks=[backup, StopAfter(1)], shuffle=True, seed=3)
+    # A new process would re-seed at its start; the backup restores NumPy's state of epoch 2.
+    resumed, history = trained(
+        callbacks=[checkpoint.BackupAndRestore(tmp_path / "backup")], shuffle=True, seed=3
+    )
+    assert history.epoch == [2, 3]
+    for name in reference.params:
+        np.testing.assert_array_equal(resumed.params[name], reference.params[name], err_msg=name)
+    np.testing.assert_array_equal(
+        resumed.optimizer.iterations.numpy(), reference.optimizer.iterations.numpy()
+    )
+
+
+def test_validation_and_epoch_callbacks_see_every_epoch():
+    x, y, _ = line()
+    epochs_seen = []
+    model, history = trained(
+        callbacks=[
+            keras.callbacks.LambdaCallback(on_epoch_end=lambda e, logs: epochs_seen.append(e)),
+            keras.callbacks.EarlyStopping(monitor="val_loss", patience=100),
+        ],
+        validation_data=(x[:20], y[:20]),
+    )
+    assert epochs_seen == list(range(EPOCHS))
+    assert len(history.history["val_loss"]) == EPOCHS
+    np.testing.assert_allclose(
+        history.history["val_loss"][-1], model.evaluate(x[:20], y[:20], verbose=0), rtol=1e-6
+    )
