@@ -257,6 +257,12 @@ def build_parser() -> argparse.ArgumentParser:
         "--x", metavar="COL[,COL...]", help="feature column(s) (default: those it was fitted on)"
     )
     show.add_argument("--y", metavar="COL", help="target column (default: as fitted)")
+    show.add_argument(
+        "--cov-type",
+        choices=("nonrobust", "HC0", "HC1", "HC2", "HC3"),
+        default="nonrobust",
+        help="covariance of the summary's standard errors (with --data; default: nonrobust)",
+    )
     show.set_defaults(check=_check_show, run="run_show")
     return parser
 
@@ -560,6 +566,8 @@ def _check_show(args):
     if args.data is None:
         if args.x or args.y:
             raise UsageError("--x and --y need --data, the file to compute the summary on")
+        if args.cov_type != "nonrobust":
+            raise UsageError("--cov-type needs --data, the file to compute the summary on")
         return None
     if not args.x and not args.y and args.record is not None:
         args.x = ",".join(args.record.get("x") or [])

@@ -103,12 +103,12 @@ def labels(params: dict, roles, x_columns) -> list:
     return names
 
 
-def _summary(model, x, y, x_columns):
+def _summary(model, x, y, x_columns, cov_type="nonrobust"):
     """The inference result (rows named after the columns) and the warnings it raised."""
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         try:
-            result = keras_mle.inference(model, x, y)
+            result = keras_mle.inference(model, x, y, cov_type=cov_type)
         except (TypeError, ValueError) as error:
             raise UsageError(error) from None
     names = labels(result.params, model.parameter_roles, x_columns)
@@ -310,7 +310,7 @@ def run_show(args, columns) -> int:
     if bad:
         raise FitError(f"{path} holds non-finite parameters ({', '.join(bad)}): not a usable fit")
     if columns is not None:
-        return _show_summary(model, path, columns)
+        return _show_summary(model, path, columns, getattr(args, "cov_type", "nonrobust"))
     print(f"{type(model).__name__} ({path})")
     optimizer = getattr(model, "optimizer", None)
     if optimizer is not None:
@@ -322,12 +322,13 @@ def run_show(args, columns) -> int:
     return 0
 
 
-def _show_summary(model, path, columns):
+def _show_summary(model, path, columns, cov_type="nonrobust"):
     if model.takes_targets != (columns.y is not None):
         wanted = "--x COL[,COL...] --y COL" if model.takes_targets else "one column (--y COL)"
         raise UsageError(f"{path} holds a {type(model).__name__}: give {wanted}")
     x, y = _arrays(columns)
-    result, _ = _summary(model, x, y, columns.x if columns.y is not None else None)
+    names = columns.x if columns.y is not None else None
+    result, _ = _summary(model, x, y, names, cov_type=cov_type)
     print(result.summary())
     if not result.converged:
         raise FitError(

@@ -301,6 +301,16 @@ def test_show_with_data_prints_the_summary_table(tmp_path, capsys, data):
     assert json.loads((tmp_path / "line.keras.json").read_text())["x"] == ["a", "b"]
     code, out, err = run(capsys, "show", out_file, "--data", path, "--x", "nope", "--y", "y")
     assert code == 2 and "nope" in err and len(err.strip().splitlines()) == 1
+    # A robust table: statsmodels' HC3 standard errors (printed to 6 significant digits).
+    code, out, err = run(capsys, "show", out_file, "--data", path, "--cov-type", "HC3")
+    assert (code, err) == (0, "")
+    rows, robust = summary_rows(out), ols.get_robustcov_results(cov_type="HC3")
+    for label, index in (("m[a]", 1), ("m[b]", 2), ("b", 0)):
+        assert rows[label][1] == pytest.approx(robust.bse[index], rel=1e-5)
+    code, out, err = run(capsys, "show", out_file, "--cov-type", "HC1")
+    assert code == 2 and err.strip().endswith(
+        "--cov-type needs --data, the file to compute the summary on"
+    )
 
 
 def test_console_fit_is_quiet_and_converges_on_badly_scaled_data(tmp_path):
