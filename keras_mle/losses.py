@@ -14,7 +14,9 @@ y_pred)` and the `keras_mle.metrics` share this layout and its names):
 
 `keras.losses.get` resolves strings only among Keras' own losses, so pass the class or the
 function: `loss=keras_mle.losses.GaussianNLL(scale="softplus")`, or
-`loss=keras_mle.losses.gaussian_nll` (the `"sigma"` layout).
+`loss=keras_mle.losses.gaussian_nll` (the `"sigma"` layout). By its registered name the class is
+reached as a config: `loss={"class_name": "keras_mle>GaussianNLL", "config": {"scale":
+"softplus"}}`, which is also how saved models refer to it.
 """
 
 from __future__ import annotations

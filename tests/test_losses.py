@@ -248,3 +248,12 @@ def test_functional_model_on_raw_outputs_recovers_sigma_of_x():
     raw = model.predict(grid, verbose=0).astype(np.float64)
     sigma = np.logaddexp(0.0, raw[:, 1]) + losses.SCALE_FLOOR
     np.testing.assert_allclose(sigma, 0.1 + 0.5 * grid[:, 0], rtol=0.2)
+
+
+def test_gaussian_nll_by_its_registered_name():
+    # Keras resolves plain strings only among its own losses; a config names registered ones.
+    loss = keras.losses.get(
+        {"class_name": "keras_mle>GaussianNLL", "config": {"scale": "softplus"}}
+    )
+    assert isinstance(loss, losses.GaussianNLL)
+    assert loss.get_config()["scale"] == "softplus"
