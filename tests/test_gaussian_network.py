@@ -350,3 +350,30 @@ def test_saved_model_loads_in_a_fresh_process_in_safe_mode(tmp_path):
         np.testing.assert_allclose(loaded[kind]["sigma"], expected[kind]["sigma"], rtol=1e-6)
         assert loaded[kind]["metrics"] == ["coverage_90", "loss", "mae"]
     assert loaded["separate"]["floor"] == 1e-3
+
+
+def test_mixed_precision_reaches_the_float32_fit():
+    # Under mixed_float16 the network computes in float16, the step scales the loss and the
+    # optimizer unscales the gradients: the fit ends where the float32 one does, to the
+    # precision of float16 activations (about 1e-3 relative; 1e-2 leaves room for the drift of
+    # 30 Adam epochs).
+    rng = np.random.default_rng(0)
+    x = rng.uniform(size=(2000, 1)).astype("float32")
+    y = (np.sin(2 * np.pi * x[:, 0]) + (0.1 + 0.5 * x[:, 0]) * rng.normal(size=2000)).astype(
+        "float32"
+    )
+    losses = {}
+    try:
+        for policy in ("float32", "mixed_float16"):
+            keras.config.set_dtype_policy(policy)
+            keras.utils.set_random_seed(0)
+            backbone = keras.Sequential([keras.layers.Dense(32, activation="relu")])
+            net = GaussianNetwork(backbone)
+            net.compile(optimizer=keras.optimizers.Adam(0.01))
+            history = net.fit(x, y, epochs=30, batch_size=200, verbose=0)
+            losses[policy] = history.history["loss"][-1]
+            if policy == "mixed_float16":
+                assert isinstance(net.optimizer, keras.optimizers.LossScaleOptimizer)
+    finally:
+        keras.config.set_dtype_policy("float32")
+    assert losses["mixed_float16"] == pytest.approx(losses["float32"], rel=1e-2)
