@@ -336,6 +336,8 @@ def restore_backup(model, directory) -> dict | None:
             ) from error
     if metadata.get("numpy_random_state") is not None:
         set_numpy_random_state(metadata["numpy_random_state"])
+    if metadata.get("shuffle_seed") is not None:
+        model.shuffle_seed = int(metadata["shuffle_seed"])  # the shuffled fit it continues
     return metadata
 
 
@@ -878,6 +880,7 @@ class BackupAndRestore(keras.callbacks.Callback):
             "epoch": self.current_epoch,
             "batch": 0,
             "numpy_random_state": numpy_random_state(),
+            "shuffle_seed": getattr(self.model, "shuffle_seed", None),
         }
         if write_backup(self.model, self.backup_dir, metadata, keep_previous=not self._fresh):
             self._fresh = False

@@ -252,7 +252,9 @@ class EpochArrays(tf.experimental.ExtensionType):
     batch_size: int
 
 
-def epoch_arrays(x, y=None, sample_weight=None, *, batch_size: int, seed=None):
+def epoch_arrays(
+    x, y=None, sample_weight=None, *, batch_size: int, seed: int | None = None, first_epoch=0
+):
     """A `tf.data.Dataset` whose every element is one epoch of the arrays (`EpochArrays`).
 
     What `fit(x, y)` trains on: `fit(epoch_arrays(...), steps_per_epoch=1)` makes the steps of
@@ -262,30 +264,26 @@ def epoch_arrays(x, y=None, sample_weight=None, *, batch_size: int, seed=None):
     Args:
         x, y, sample_weight: Checked arrays in the model's dtype (`model.check_data`).
         batch_size: Rows per batch; a batch larger than the data is the full batch.
-        seed: `None` (rows in order, the default), or a scalar int64 `tf.Variable` read when
-            each epoch's element is made: the epoch's rows are then
-            `tf.random.experimental.stateless_shuffle(range(n), [seed, 0])`, so that whoever
-            sets `seed` before each epoch (as `fit` does, from NumPy's global generator)
-            decides the order.
+        seed: `None` (rows in order, the default), or an integer: epoch `e`'s rows are then
+            `tf.random.experimental.stateless_shuffle(range(n), [seed, e])`, a new order each
+            epoch that depends only on `seed` and `e` (so a resumed run repeats it).
+        first_epoch: The epoch of the first element. Defaults to `0`.
     """
     check_positive_int("batch_size", batch_size)
     n = len(x)
     tensors = [None if a is None else tf.constant(a) for a in (x, y, sample_weight)]
     batch_size = min(batch_size, n)
 
-    def epoch(_):
+    def epoch(e):
         order = None
         if seed is not None:
-            pair = tf.stack([tf.convert_to_tensor(seed), tf.constant(0, tf.int64)])
+            pair = tf.stack([tf.constant(seed, tf.int64), e])
             order = tf.random.experimental.stateless_shuffle(tf.range(n), seed=pair)
         x, y, w = tensors
         return EpochArrays(x=x, y=y, sample_weight=w, order=order, batch_size=batch_size)
 
-    # No prefetch (tf.data injects one by default): an epoch's element must be made when its
-    # step asks for it, after `seed` is set for that epoch.
-    options = tf.data.Options()
-    options.experimental_optimization.inject_prefetch = False
-    return tf.data.Dataset.range(1).repeat().map(epoch).with_options(options)
+    # The next epoch's order is drawn while this one trains.
+    return tf.data.Dataset.range(first_epoch, 2**62).map(epoch).prefetch(1)
 
 
 def check_array(name: str, value, *, dtype=None, ndim: tuple[int, ...] = (1, 2)) -> np.ndarray:

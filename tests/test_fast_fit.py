@@ -70,15 +70,16 @@ def test_in_order_epochs_match_the_per_batch_loop_and_numpy():
     np.testing.assert_allclose(history.history["loss"], slow_history.history["loss"], rtol=1e-6)
 
 
-def test_shuffled_epochs_draw_a_new_order_each_epoch_from_numpy():
+def test_shuffled_epochs_draw_a_new_order_each_epoch():
     fast, _ = trained(shuffle=True, seed=7)
-    # Independently: the seeds are NumPy draws at each epoch's start, the order TF's stateless
-    # shuffle of those seeds.
+    # Independently: the seed is a NumPy draw at the fit's start, epoch e's order TF's
+    # stateless shuffle of [seed, e].
     np.random.seed(7)
+    seed = np.random.randint(2**62, dtype=np.int64)
+    assert fast.shuffle_seed == seed
     orders = []
-    for _ in range(EPOCHS):
-        seed = np.random.randint(2**62, dtype=np.int64)
-        pair = tf.constant([seed, 0], tf.int64)
+    for epoch in range(EPOCHS):
+        pair = tf.constant([seed, epoch], tf.int64)
         orders.append(tf.random.experimental.stateless_shuffle(tf.range(N), pair).numpy())
     assert not np.array_equal(orders[0], orders[1])
     m, b = numpy_sgd(orders)
@@ -103,9 +104,9 @@ def test_a_shuffled_fit_resumes_exactly_from_its_backup(tmp_path):
     backup = checkpoint.BackupAndRestore(tmp_path / "backup")
     with pytest.raises(KeyboardInterrupt):
         trained(callbacks=[backup, StopAfter(1)], shuffle=True, seed=3)
-    # A new process would re-seed at its start; the backup restores NumPy's state of epoch 2.
+    # The backup keeps the interrupted fit's shuffling seed: another seed here changes nothing.
     resumed, history = trained(
-        callbacks=[checkpoint.BackupAndRestore(tmp_path / "backup")], shuffle=True, seed=3
+        callbacks=[checkpoint.BackupAndRestore(tmp_path / "backup")], shuffle=True, seed=99
     )
     assert history.epoch == [2, 3]
     for name in reference.params:

@@ -13,6 +13,7 @@ other callback sees the epoch.
 from __future__ import annotations
 
 import warnings
+import weakref
 
 import keras
 import numpy as np
@@ -170,8 +171,8 @@ class InputCheckCallback(keras.callbacks.Callback):
 
     def on_epoch_begin(self, epoch, logs=None):
         self.epoch = epoch
-        self.model.train_input_check.reset_state()
-        self._start = [v.numpy() for v in _state_variables(self.model)]
+        self._variables, start = _epoch_start(self.model)
+        self._start = start()
 
     def on_epoch_end(self, epoch, logs=None):
         self._act(f"epoch {epoch + 1}")
@@ -192,10 +193,12 @@ class InputCheckCallback(keras.callbacks.Callback):
 
     def _act(self, where):
         check = self.model.train_input_check
-        check.raise_if_refused(where)
-        if not check.refused() & DIVERGED or self.model.divergence:
+        if not check.refused():
             return
-        variables = _state_variables(self.model)
+        check.raise_if_refused(where)
+        if self.model.divergence:
+            return
+        variables = self._variables
         restored = not all(np.all(np.isfinite(v.numpy())) for v in variables)
         if restored:
             for variable, value in zip(variables, self._start, strict=True):
@@ -212,6 +215,31 @@ class InputCheckCallback(keras.callbacks.Callback):
             stacklevel=2,
         )
         self.model.stop_training = True
+
+
+#: Per model: `(optimizer, variables, start)` of `_epoch_start`, rebuilt for a new optimizer.
+_EPOCH_STARTS = weakref.WeakKeyDictionary()
+
+
+def _epoch_start(model):
+    """`(variables, start)`: `start()` resets the training check and returns `variables`' values.
+
+    One compiled call at each epoch's start (eager reads and assigns, one per variable, cost
+    more than a small model's whole epoch), cached per model and optimizer.
+    """
+    optimizer = getattr(model, "optimizer", None)
+    cached = _EPOCH_STARTS.get(model)
+    if cached is None or cached[0] is not optimizer:
+        check, variables = model.train_input_check, _state_variables(model)
+
+        def start():
+            for variable in check.variables:
+                variable.assign(tf.zeros_like(variable))
+            return [tf.identity(variable) for variable in variables]
+
+        cached = (optimizer, variables, tf.function(start, autograph=False))
+        _EPOCH_STARTS[model] = cached
+    return cached[1], cached[2]
 
 
 def _state_variables(model):
