@@ -54,7 +54,9 @@ import dataclasses
 import math
 import warnings
 
+import keras
 import numpy as np
+import tensorflow as tf
 
 from keras_mle import _summary, covariance, distributions
 from keras_mle import profile as profile_lib
@@ -259,7 +261,7 @@ class InferenceResult:
             A `WaldTestResult`.
         """
         p = len(self.param_names)
-        matrix = np.asarray(R, np.float64)
+        matrix = _numeric("R", R, f"a ({p},) row or an (r, {p}) matrix of numbers")
         if matrix.ndim == 1:
             matrix = matrix[None, :]
         if matrix.ndim != 2 or matrix.shape[1] != p or matrix.shape[0] == 0:
@@ -270,7 +272,7 @@ class InferenceResult:
         if not np.all(np.isfinite(matrix)):
             raise ValueError("R contains NaN or Inf.")
         r = matrix.shape[0]
-        q = np.zeros(r) if q is None else np.asarray(q, np.float64)
+        q = np.zeros(r) if q is None else _numeric("q", q, f"a number or ({r},) numbers")
         if q.ndim == 0:
             q = np.full(r, float(q))
         if q.shape != (r,) or not np.all(np.isfinite(q)):
@@ -532,9 +534,13 @@ def inference(
 
     Args:
         model: A fitted `keras_mle.MaximumLikelihoodModel` (adapted or not, any dtype).
-        x: The data it was fitted on (for `GaussianMLE`: the samples).
-        y: Targets, or `None` for a model of a sample. Defaults to `None`.
-        sample_weight: Frequency weights, as given to `fit`. Defaults to `None`.
+        x: The data it was fitted on (for `GaussianMLE`: the samples); or a batched
+            `tf.data.Dataset` of the elements `fit` reads (`(x, y)`, `(x, y, sample_weight)`;
+            `samples` or `(samples, sample_weight)`), read batch by batch in float64 and
+            never held whole (see `docs/inference.md`, "Data that do not fit in memory").
+        y: Targets, or `None` for a model of a sample (and for a dataset). Defaults to `None`.
+        sample_weight: Frequency weights, as given to `fit` (`None` for a dataset). Defaults to
+            `None`.
         convention: `"ols"` (t statistics, `s^2 = RSS / (n - p)`), `"mle"` (z statistics,
             inverse observed information) or `"auto"`: `"ols"` for squared-error models
             (`sample_loss_kind == "squared_error"`), else `"mle"`. `"ols"` applies to
@@ -578,13 +584,20 @@ def inference(
         raise ValueError(f"tol must be a number > 0, got {tol!r}.")
     _check_cov_type(model, convention, cov_type, groups)
     fit_model = model if convention == "mle" else least_squares
-    checked = fit_model.check_data(x, y, sample_weight, dtype=np.float64)
+    streamed = _is_dataset(x)
+    checked = meat = None
+    if streamed:
+        _check_dataset_arguments(y, sample_weight, cov_type)
+        if cov_type in ("HC0", "HC1"):
+            meat = _StreamedMeat(fit_model, convention, cov_type)
+    else:
+        checked = fit_model.check_data(x, y, sample_weight, dtype=np.float64)
     if cov_type == "cluster":
         groups = covariance.check_groups(groups, len(checked[0]))
     if convention == "ols":
-        fit = _ols_fit(model, least_squares, x, y, sample_weight)
+        fit = _ols_fit(model, least_squares, x, y, sample_weight, on_batch=meat)
     else:
-        fit = _mle_fit(model, x, y, sample_weight)
+        fit = _mle_fit(model, x, y, sample_weight, on_batch=meat)
 
     variances = np.diag(fit.covariance)[fit.free]
     model_stderr = np.where(variances >= 0, np.sqrt(np.abs(variances)), np.nan)
@@ -607,7 +620,9 @@ def inference(
         warnings.warn(f"{type(model).__name__}: {message}", InferenceWarning, stacklevel=2)
 
     cov, n_groups = fit.covariance, None
-    if cov_type != "nonrobust":
+    if cov_type != "nonrobust" and streamed:
+        cov, n_groups = _streamed_robust(fit, fit_model, convention, x, cov_type, meat)
+    elif cov_type != "nonrobust":
         cov, n_groups = _robust(fit, fit_model, convention, checked, cov_type, groups)
     variances = np.diag(cov)
     stderr_flat = np.where(variances >= 0, np.sqrt(np.abs(variances)), np.nan)
@@ -651,7 +666,9 @@ def inference(
         n_groups=n_groups,
         df_model=float(len(fit.free) - _n_constant(fit_model)),
         fixed=tuple(fixed_names),
-        _context=_Context(model, fit_model, fit, convention, checked),
+        _context=(
+            _StreamedContext() if streamed else _Context(model, fit_model, fit, convention, checked)
+        ),
     )
 
 
@@ -694,6 +711,121 @@ def _robust(fit, fit_model, convention, checked, cov_type, groups):
         cov_type, fit.bread, gradients, w, leverage=leverage, groups=groups
     )
     return _embed(cov, free, len(theta)), n_groups
+
+
+# ---------------------------------------------------------------------------- datasets
+def _is_dataset(x):
+    """Whether `x` is a `tf.data.Dataset`; other streams are refused with a `TypeError`."""
+    if isinstance(x, tf.data.Dataset):
+        return True
+    if isinstance(x, tf.distribute.DistributedDataset):
+        raise TypeError(
+            "x: inference reads the batches on the host, each once, under any strategy: pass "
+            "the tf.data.Dataset itself, not strategy.experimental_distribute_dataset(...)."
+        )
+    if isinstance(x, keras.utils.PyDataset) or hasattr(x, "__next__"):
+        raise TypeError(
+            f"x: inference takes arrays or a batched tf.data.Dataset, got "
+            f"{type(x).__name__}; wrap a generator in tf.data.Dataset.from_generator(...)."
+        )
+    return False
+
+
+def _check_dataset_arguments(y, sample_weight, cov_type):
+    """Refuses what a dataset cannot be given with (targets and weights belong in it)."""
+    for name, value in (("y", y), ("sample_weight", sample_weight)):
+        if value is not None:
+            raise ValueError(
+                f"{name}: with a dataset, give it inside its elements ((x, y) or "
+                "(x, y, sample_weight) batches; samples or (samples, sample_weight)), not as "
+                f"{name}."
+            )
+    if cov_type == "cluster":
+        raise ValueError(
+            "cov_type='cluster' needs a group label per row (groups=), which a dataset's "
+            "elements do not carry: give the data as arrays, or use cov_type='HC0'..'HC3', "
+            "which are accumulated batch by batch."
+        )
+
+
+class _StreamedMeat:
+    """The sandwich's middle, `sum_i w_i a_i g_i g_i^T`, added up batch by batch.
+
+    `g_i` and `a_i` are those of `keras_mle.covariance` (`a_i = 1` for HC0/HC1; the leverage
+    terms of HC2/HC3, which need `bread = H^-1` and so the Hessian of all the data first).
+    """
+
+    def __init__(self, fit_model, convention, cov_type, bread=None):
+        self.fit_model, self.convention, self.cov_type = fit_model, convention, cov_type
+        self.bread = bread
+        self.matrix = None
+        self.rows = 0
+
+    def __call__(self, x, y, w, derivatives):
+        self.add(x, y, w, derivatives.params, derivatives.free)
+
+    def add(self, x, y, w, theta, free):
+        if self.convention == "ols":
+            residuals, design = covariance.least_squares_terms(
+                self.fit_model, x, y, theta, columns=free
+            )
+            gradients = -2.0 * residuals[:, None] * design
+        else:
+            gradients = covariance.per_sample_gradients(self.fit_model, x, y, theta, columns=free)
+        scale = w
+        if self.cov_type in ("HC2", "HC3"):
+            room = 1.0 - 2.0 * np.einsum("ij,jk,ik->i", design, self.bread, design)
+            if np.any(room[w > 0] <= 1e-12):
+                row = self.rows + int(np.argmin(np.where(w > 0, room, np.inf)))
+                raise ValueError(
+                    f"cov_type={self.cov_type!r}: row {row} of the dataset has leverage 1 (it "
+                    "alone determines a coefficient), so its residual is 0 and HC2/HC3 are "
+                    "undefined; use HC0 or HC1."
+                )
+            scale = w / (room if self.cov_type == "HC2" else room**2)
+        contribution = (gradients * scale[:, None]).T @ gradients
+        self.matrix = contribution if self.matrix is None else self.matrix + contribution
+        self.rows += len(x)
+
+
+def _streamed_robust(fit, fit_model, convention, dataset, cov_type, meat):
+    """`_robust` for a dataset: the meat from the first pass (HC0, HC1) or a second (HC2, HC3)."""
+    theta, free = fit.derivatives.params, fit.free
+    nobs, k = fit.nobs, len(free)
+    if not nobs > k:
+        raise ValueError(
+            f"cov_type={cov_type!r} needs more observations than parameters: n={nobs:g}, k={k}."
+        )
+    if meat is None:
+        # The leverages need H^-1 of all the data: a second pass.
+        meat = _StreamedMeat(fit_model, convention, cov_type, fit.bread)
+        for x, y, w in fit_model.dataset_batches(dataset):
+            if np.any(w > 0):
+                meat.add(x, y, w, theta, free)
+            else:
+                meat.rows += len(x)
+    factor = nobs / (nobs - k) if cov_type == "HC1" else 1.0
+    cov = factor * fit.bread @ meat.matrix @ fit.bread
+    return _embed(0.5 * (cov + cov.T), free, len(theta)), None
+
+
+class _StreamedContext:
+    """Behind a result computed from a dataset: what needs the rows refuses, saying why."""
+
+    def profile(self, level):
+        raise ValueError(
+            "method='profile' re-optimises the other parameters at each trial value, dozens of "
+            "likelihood evaluations on the data; this result was computed from a dataset, batch "
+            "by batch, and keeps no rows. Use method='wald', or inference(model, x, y) on "
+            "arrays for profile intervals."
+        )
+
+    def linear(self):
+        raise ValueError(
+            "resid, fittedvalues, rsquared, rsquared_adj and get_prediction are read off the "
+            "rows and the least-squares pieces kept with them; this result was computed from a "
+            "dataset, batch by batch, and keeps none. Use inference(model, x, y) on arrays."
+        )
 
 
 class _Context:
@@ -844,6 +976,18 @@ def likelihood_ratio_test(
     Returns:
         A `LikelihoodRatioResult`.
     """
+    for name, model in (("full", full), ("restricted", restricted)):
+        if not isinstance(model, MaximumLikelihoodModel):
+            raise TypeError(f"{name} must be a fitted keras_mle model, got {type(model).__name__}.")
+        if not model.built:
+            raise ValueError(f"{name} is not built: fit it (or call it on a batch) first.")
+    if isinstance(x, tf.data.Dataset) and full.takes_targets != restricted.takes_targets:
+        # A model of a sample would read the regression's (x, y) elements as (samples, weights).
+        raise ValueError(
+            "x: a dataset serves both models as they read it; a regression and a model of a "
+            "sample read its elements differently. Pass in-memory x and y, or compare two "
+            "regressions (e.g. GaussianRegression with fixed={'m': 0.0})."
+        )
     x_restricted = x if x_restricted is None else x_restricted
     results = [
         inference(model, *_data_for(model, features, y), sample_weight=sample_weight)
@@ -901,14 +1045,14 @@ class _Fit:
     unestimated: dict = dataclasses.field(default_factory=dict)  # reported without stderr
 
 
-def _mle_fit(model, x, y, sample_weight) -> _Fit:
+def _mle_fit(model, x, y, sample_weight, on_batch=None) -> _Fit:
     """MLE conventions: `cov = J H^-1 J^T`, `H` the Hessian of the total NLL."""
-    derivatives = model.likelihood_derivatives(x, y, sample_weight)
+    derivatives = _derivatives(model, x, y, sample_weight, on_batch)
     free = derivatives.free
     h_inverse, positive_definite, note = _inverse_hessian(derivatives.hessian[np.ix_(free, free)])
     jacobian = derivatives.jacobian[np.ix_(free, free)]
     p = len(free)
-    nobs = float(np.sum(derivatives.weights))
+    nobs = derivatives.nobs
     shapes = _shapes(model)
     scale = _scale_name(model)
     sigma = None
@@ -932,13 +1076,13 @@ def _mle_fit(model, x, y, sample_weight) -> _Fit:
     )
 
 
-def _ols_fit(model, least_squares, x, y, sample_weight) -> _Fit:
+def _ols_fit(model, least_squares, x, y, sample_weight, on_batch=None) -> _Fit:
     """OLS conventions: `cov = 2 s^2 J H^-1 J^T`, `H` the Hessian of the RSS (`= 2 X'X`)."""
     if least_squares is model:
-        derivatives = model.likelihood_derivatives(x, y, sample_weight)
+        derivatives = _derivatives(model, x, y, sample_weight, on_batch)
     else:
         try:
-            derivatives = least_squares.likelihood_derivatives(x, y, sample_weight)
+            derivatives = _derivatives(least_squares, x, y, sample_weight, on_batch)
         except ValueError as error:
             raise ValueError(
                 f"{type(model).__name__} (convention='ols', through its least-squares model): "
@@ -948,7 +1092,7 @@ def _ols_fit(model, least_squares, x, y, sample_weight) -> _Fit:
     h_inverse, positive_definite, note = _inverse_hessian(derivatives.hessian[np.ix_(free, free)])
     jacobian = derivatives.jacobian[np.ix_(free, free)]
     p = len(free)
-    nobs = float(np.sum(derivatives.weights))
+    nobs = derivatives.nobs
     df_resid = nobs - p
     if df_resid <= 0:
         raise ValueError(f"OLS needs more observations than coefficients: n={nobs:g}, p={p}.")
@@ -987,6 +1131,13 @@ def _ols_fit(model, least_squares, x, y, sample_weight) -> _Fit:
         free=free,
         unestimated=unestimated,
     )
+
+
+def _derivatives(model, x, y, sample_weight, on_batch=None):
+    """`likelihood_derivatives` of the arrays, or `accumulate_derivatives` of a dataset."""
+    if _is_dataset(x):
+        return model.accumulate_derivatives(x, on_batch=on_batch)
+    return model.likelihood_derivatives(x, y, sample_weight)
 
 
 def _inverse_hessian(hessian):
@@ -1057,14 +1208,19 @@ def _scale_name(model):
     return next((name for name in model.parameter_names if roles.get(name) == "scale"), None)
 
 
+_CONSTANT_ROLES = ("intercept", "scale", "log_scale_intercept", "shape")
+
+
 def _n_constant(model):
-    """Free components with the role `"intercept"` or `"scale"` (not counted by `df_model`)."""
+    """Free components of the constant terms and the noise's shape (not counted by `df_model`).
+
+    As statsmodels counts `df_model`: the regressors' slopes, not the intercepts, the scale, the
+    log-scale's intercept or a shape parameter such as the t's degrees of freedom.
+    """
     roles = model.parameter_roles or {}
     free = _free_counts(model)
     return sum(
-        free[name]
-        for name, role in roles.items()
-        if role in ("intercept", "scale") and name in free
+        free[name] for name, role in roles.items() if role in _CONSTANT_ROLES and name in free
     )
 
 
@@ -1096,6 +1252,17 @@ def _flatten_tree(tree):
 
 def _shapes(model):
     return {name: np.shape(value) for name, value in model.params.items()}
+
+
+def _numeric(name, value, expected) -> np.ndarray:
+    """`value` as a float64 array; a `TypeError` naming `name` if it is not numeric."""
+    try:
+        array = np.asarray(value)
+    except (TypeError, ValueError):
+        array = np.asarray(None)
+    if array.dtype.kind not in "biuf":
+        raise TypeError(f"{name} must be {expected}, got {value!r}.")
+    return array.astype(np.float64)
 
 
 def _data_for(model, x, y):

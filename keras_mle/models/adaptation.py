@@ -45,6 +45,12 @@ free columns (`fixed_columns`: a fixed column is left as it is, `x_matrix` holdi
 diagonal and 0 elsewhere in its row and column, so that `m_j = y_scale * theta_j`), and leaves
 `x` uncentred when the intercept is fixed (`center=False`: `b = y_shift + y_scale * c`).
 `fixed_to_working` maps fixed values and refuses an adaptation without that structure.
+
+Data read in batches (`model.adapt(dataset)`) give the same adaptation through `DataMoments`,
+which accumulates the counts, means and centred cross-products in one float64 pass, and
+`Adaptation.from_moments`. The cross-products are kept as the R factor of a QR (`R^T R` is the
+centred Gram matrix), never as the Gram matrix itself, so the whitening is as accurate as the
+QR of the whole centred matrix that `from_data` takes, whatever the condition of `x`.
 """
 
 from __future__ import annotations
@@ -56,7 +62,7 @@ import tensorflow as tf
 
 from keras_mle import data as data_lib
 
-__all__ = ["Adaptation", "ROLES"]
+__all__ = ["Adaptation", "DataMoments", "ROLES"]
 
 ROLES = ("slope", "intercept", "scale")
 
@@ -154,6 +160,70 @@ class Adaptation:
         y_scale = float(np.std(y)) if scale_targets else 1.0
         return cls(
             y_shift=np.mean(y) if scale_targets else 0.0,
+            y_scale=y_scale if y_scale > 0 else 1.0,
+            x_shift=x_shift,
+            x_matrix=x_matrix,
+        )
+
+    @classmethod
+    def from_moments(
+        cls,
+        moments: DataMoments,
+        *,
+        scale_targets: bool = True,
+        fixed_columns=None,
+        center: bool = True,
+    ) -> Adaptation:
+        """The adaptation `from_data` gives, from the `DataMoments` of the same rows.
+
+        With unit weights this is `from_data` on the concatenated batches, to rounding (the QR
+        of the stacked batch factors in place of the QR of the whole matrix: ~1e-14 relative for
+        well-conditioned features). With weights, each row counts `w_i` times. The arguments
+        and errors are those of `from_data`.
+
+        Args:
+            moments: The accumulated data (features and targets, or only targets for a model of
+                a sample).
+            scale_targets, fixed_columns, center: As for `from_data`.
+        """
+        if not moments.count > 0:
+            raise ValueError("adapt: the data have no rows (with a positive weight).")
+        n = moments.count
+        if moments.x_mean is None:
+            if moments.y_min == moments.y_max:
+                data_lib.check_not_constant("samples", np.array([moments.y_min]))
+            return cls(y_shift=moments.y_mean, y_scale=math.sqrt(moments.y_m2 / n))
+        k = len(moments.x_mean)
+        free = np.ones(k, bool)
+        if fixed_columns is not None:
+            free = ~np.asarray(fixed_columns, bool).reshape(-1)
+            if free.shape != (k,):
+                raise ValueError(f"fixed_columns must have {k} entries, got {len(free)}.")
+        x_shift = moments.x_mean if center else np.zeros(k)
+        # R^T R = sum_i w_i (x_i - x_shift)(x_i - x_shift)^T: the centred factor, or, without
+        # centring, the factor of the centred rows stacked with sqrt(n) * mean.
+        r = moments.x_factor
+        if not center:
+            r = _qr_r(np.vstack([r, math.sqrt(n) * moments.x_mean[None, :]]))
+        x_matrix = np.eye(k)
+        if free.any():
+            # The factor of a subset of the columns: X[:, free] = Q R[:, free], and the QR of
+            # that (k, k_free) block gives its own triangular factor.
+            r = _qr_r(r[:, free]) if not free.all() else r
+            r = _pad_rows(r, int(free.sum()))
+            diagonal = np.diag(r)
+            column_norms = np.sqrt(moments.x_sum_squares[free])
+            bad = np.flatnonzero(free)[np.abs(diagonal) <= _RANK_TOLERANCE * column_norms]
+            if len(bad):
+                raise ValueError(
+                    f"x: column(s) {bad.tolist()} are constant or linear combinations of the "
+                    "others, so the slopes are not identifiable and x cannot be whitened."
+                )
+            r = r * np.sign(diagonal)[:, None]
+            x_matrix[np.ix_(free, free)] = np.triu(math.sqrt(n) * np.linalg.inv(r))
+        y_scale = math.sqrt(moments.y_m2 / n) if scale_targets else 1.0
+        return cls(
+            y_shift=moments.y_mean if scale_targets else 0.0,
             y_scale=y_scale if y_scale > 0 else 1.0,
             x_shift=x_shift,
             x_matrix=x_matrix,
@@ -307,6 +377,101 @@ class Adaptation:
             elif role == "scale":
                 result[name] = params[name] / self.y_scale
         return result
+
+
+class DataMoments:
+    """Weighted counts, means and centred cross-products of data read in batches, in float64.
+
+    `update` folds in one batch; `Adaptation.from_moments` turns the result into an adaptation.
+    The data are first shifted by the first batch's mean (so that a large offset costs no
+    digits in the later means), then each batch is centred on its own mean and combined with
+    what came before by the pairwise update of Chan, Golub and LeVeque,
+    `M = M_a + M_b + (n_a n_b / n) d d^T` (`d` the difference of the means). For the features `M` is held as its triangular factor `R` (`R^T R = M`), combined by
+    a QR of `[R_a; R_b; sqrt(n_a n_b / n) d^T]`: the factor of the stacked centred rows.
+
+    Attributes:
+        count: Sum of the weights (the number of rows, unweighted).
+        rows: Number of rows read.
+        x_mean: Weighted mean of each feature, `(k,)`, or `None` (no features).
+        x_factor: Upper-triangular `R` with `R^T R = sum_i w_i (x_i - x_mean)(x_i - x_mean)^T`.
+        x_sum_squares: `sum_i w_i x_i^2` per feature (uncentred).
+        y_mean, y_m2: Weighted mean of the targets and `sum_i w_i (y_i - y_mean)^2`.
+        y_min, y_max: Smallest and largest target (of rows with a positive weight).
+    """
+
+    def __init__(self):
+        self.count = 0.0
+        self.rows = 0
+        self.x_factor = self.x_sum_squares = None
+        self.y_m2 = 0.0
+        self.y_min, self.y_max = math.inf, -math.inf
+        # Means are kept as a reference shift (the first batch's mean) plus the mean of the
+        # shifted data, which is of the size of the spread, not of the offset.
+        self._x_ref = self._x_shifted = None
+        self._y_ref = self._y_shifted = 0.0
+
+    @property
+    def x_mean(self):
+        return None if self._x_ref is None else self._x_ref + self._x_shifted
+
+    @property
+    def y_mean(self) -> float:
+        return self._y_ref + self._y_shifted
+
+    def update(self, x=None, y=None, weights=None) -> DataMoments:
+        """Folds in a batch: features `x` (`(B,)` or `(B, k)`, or `None`), targets `y` (`(B,)`,
+        or `None`), weights `(B,)` (`None`: ones). Returns `self`."""
+        parts = [np.asarray(a, np.float64) for a in (x, y) if a is not None]
+        if not parts:
+            raise ValueError("update needs x or y.")
+        rows = len(parts[0])
+        w = np.ones(rows) if weights is None else np.asarray(weights, np.float64).reshape(-1)
+        self.rows += rows
+        n_b = float(np.sum(w))
+        if not n_b > 0:
+            return self
+        n_a, n = self.count, self.count + n_b
+        if x is not None:
+            x = np.asarray(x, np.float64).reshape(rows, -1)
+            if self._x_ref is None:
+                self._x_ref = (w @ x) / n_b
+                self._x_shifted = np.zeros_like(self._x_ref)
+                self.x_sum_squares = np.zeros_like(self._x_ref)
+            shifted = x - self._x_ref
+            mean_b = (w @ shifted) / n_b
+            factor_b = _qr_r(np.sqrt(w)[:, None] * (shifted - mean_b))
+            if self.x_factor is None:
+                self.x_factor = factor_b
+            else:
+                joint = math.sqrt(n_a * n_b / n) * (mean_b - self._x_shifted)[None, :]
+                self.x_factor = _qr_r(np.vstack([self.x_factor, factor_b, joint]))
+            self._x_shifted = self._x_shifted + (mean_b - self._x_shifted) * (n_b / n)
+            self.x_sum_squares = self.x_sum_squares + w @ x**2
+        if y is not None:
+            y = np.asarray(y, np.float64).reshape(-1)
+            if not n_a:
+                self._y_ref = float(w @ y) / n_b
+            shifted = y - self._y_ref
+            mean_b = float(w @ shifted) / n_b
+            m2_b = float(w @ (shifted - mean_b) ** 2)
+            d = mean_b - self._y_shifted
+            self.y_m2 = self.y_m2 + m2_b + d * d * (n_a * n_b / n)
+            self._y_shifted = self._y_shifted + d * (n_b / n)
+            used = y[w > 0]
+            self.y_min = min(self.y_min, float(np.min(used)))
+            self.y_max = max(self.y_max, float(np.max(used)))
+        self.count = n
+        return self
+
+
+def _qr_r(matrix):
+    """The R factor of `matrix` (`(min(m, k), k)`), float64."""
+    return np.linalg.qr(np.asarray(matrix, np.float64), mode="r")
+
+
+def _pad_rows(r, k):
+    """`r` with zero rows appended to `(k, k)` (fewer rows than columns: rank deficient)."""
+    return r if len(r) >= k else np.vstack([r, np.zeros((k - len(r), r.shape[1]))])
 
 
 def _float64(value):
