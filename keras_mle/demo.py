@@ -1,4 +1,4 @@
-"""`keras-mle demo`: the articles' two experiments through `fit()` and every custom-loop mode.
+"""`keras-mle demo`: the articles' experiments through `fit()` and every custom-loop mode.
 
 Experiment 1 fits `y = m x + b` to a noisy line by MSE; experiment 2 fits `(mu, sigma)` of a
 Gaussian sample by NLL; experiment 3 fits `y ~ N(m x + b, sigma^2)` by NLL and shows that MSE and
@@ -6,6 +6,13 @@ likelihood share their argmin in `(m, b)`. Each run starts from the same initial
 writes TensorBoard logs; the fitted models are saved as `.keras`, the articles' plots as PNG,
 one table per experiment compares every estimate with the closed-form MLE, and a
 summary table gives the `fit()` estimate's standard errors and intervals (`keras_mle.inference`).
+
+Experiment 4 has noise that grows with x, `y = sin(2 pi x) + (0.1 + 0.5 x) e`, and no closed
+form: a `GaussianNetwork` (a small ReLU MLP with a mean head and a scale head) learns the mean
+and `sigma(x)` together through `fit()`, with TensorBoard logs and the calibration pictures of
+`keras_mle.calibration.CalibrationTensorBoard`. It is judged against the truth: the largest
+relative error of the fitted `sigma(x)` on a grid (0% for a perfect fit) and the coverage of the
+95% prediction interval on held-out data (95% when calibrated).
 
 `fit()` runs the package's recommended fast path (`keras_mle.data.epoch_dataset` with
 `jit_compile=True`): the same optimizer steps as `fit(x, y, batch_size=N, shuffle=False)`, with
@@ -21,10 +28,11 @@ import time
 import keras
 import numpy as np
 
-from keras_mle import closed_form, data, loops
+from keras_mle import calibration, closed_form, data, loops, metrics
 from keras_mle.callbacks import ParameterTensorBoard
 from keras_mle.inference import inference
 from keras_mle.models import GaussianMLE, GaussianRegression, LinearRegression
+from keras_mle.models.gaussian_network import GaussianNetwork
 
 MODES = ("fit", *loops.MODES)
 
@@ -197,6 +205,206 @@ def format_table(experiment: Experiment, runs: list[Run]) -> str:
     return "\n".join(text)
 
 
+# ---------------------------------------------------------------- experiment 4: a network
+def true_sigma(x):
+    """The noise level of experiment 4: `sigma(x) = 0.1 + 0.5 x`."""
+    return 0.1 + 0.5 * np.asarray(x)
+
+
+def noisy_sine(n: int, seed: int):
+    """`n` points of `y = sin(2 pi x) + sigma(x) e`, `x ~ U(0, 1)`, `e ~ N(0, 1)`, as float32.
+
+    Returns:
+        `(x, y)` of shapes `(n, 1)` and `(n,)`.
+    """
+    rng = np.random.default_rng(seed)
+    x = rng.uniform(size=(n, 1))
+    y = np.sin(2 * np.pi * x[:, 0]) + true_sigma(x[:, 0]) * rng.normal(size=n)
+    return x.astype(np.float32), y.astype(np.float32)
+
+
+@dataclasses.dataclass
+class NetworkExperiment:
+    """Experiment 4's settings: data sizes and the training schedule."""
+
+    name: str
+    title: str
+    n: int
+    n_held_out: int
+    epochs: int
+    batch_size: int
+    learning_rate: float
+    width: int
+    calibration_every: int
+    quick: bool
+
+
+@dataclasses.dataclass
+class NetworkRun:
+    """Experiment 4's fit and how it compares with the truth."""
+
+    model: GaussianNetwork
+    x: np.ndarray
+    y: np.ndarray
+    #: `PLOT_GRID` and the fitted mean, fitted sigma and true sigma on it (the plot's curves).
+    grid: np.ndarray
+    mean: np.ndarray
+    sigma: np.ndarray
+    true_sigma: np.ndarray
+    #: The fitted sigma on `SIGMA_GRID`, where its error is measured.
+    grid_sigma: np.ndarray
+    max_sigma_error: float
+    coverage: float
+    level: float
+    history: dict
+    seconds: float
+
+
+#: Where `sigma(x)` is compared with the truth: 19 points of [0.05, 0.95].
+SIGMA_GRID = np.linspace(0.05, 0.95, 19, dtype=np.float32)
+#: Where the plot draws the fitted mean and `sigma(x)`.
+PLOT_GRID = np.linspace(0.0, 1.0, 101, dtype=np.float32)
+
+
+def network_experiment(quick: bool = False) -> NetworkExperiment:
+    """Experiment 4: 20,000 points and 40 epochs; `quick`: 2,000 points and 30 epochs.
+
+    The batch sizes divide the data, so that every batch has one shape and `fit()` traces its
+    step once.
+    """
+    full = NetworkExperiment(
+        name="gaussian_network",
+        title="Noise growing with x, y = sin(2 pi x) + (0.1 + 0.5 x) e: a GaussianNetwork by NLL",
+        n=20_000,
+        n_held_out=10_000,
+        epochs=40,
+        batch_size=250,
+        learning_rate=0.005,
+        width=64,
+        calibration_every=20,
+        quick=False,
+    )
+    if not quick:
+        return full
+    return dataclasses.replace(
+        full,
+        n=2000,
+        epochs=30,
+        batch_size=100,
+        learning_rate=0.01,
+        calibration_every=30,
+        quick=True,
+    )
+
+
+def run_network(experiment: NetworkExperiment, out: str, level: float = 0.95) -> NetworkRun:
+    """Trains experiment 4's `GaussianNetwork` through `fit()`, saves it, judges it on new data.
+
+    The weights' initial values and the batches' order come from `keras.utils.set_random_seed(0)`.
+    """
+    x, y = noisy_sine(experiment.n, seed=0)
+    x_new, y_new = noisy_sine(experiment.n_held_out, seed=1)
+    keras.utils.set_random_seed(0)
+    start = time.perf_counter()
+    backbone = keras.Sequential(
+        [
+            keras.layers.Dense(experiment.width, activation="relu"),
+            keras.layers.Dense(experiment.width, activation="relu"),
+        ]
+    )
+    model = GaussianNetwork(backbone)
+    steps = experiment.epochs * -(-experiment.n // experiment.batch_size)
+    schedule = keras.optimizers.schedules.CosineDecay(experiment.learning_rate, steps, alpha=0.05)
+    model.compile(
+        optimizer=keras.optimizers.Adam(schedule), metrics=[metrics.IntervalCoverage(level)]
+    )
+    log_dir = os.path.join(out, "tensorboard", experiment.name, "fit")
+    callbacks = [
+        keras.callbacks.TensorBoard(log_dir, write_graph=False),
+        calibration.CalibrationTensorBoard(
+            log_dir,
+            (x_new, y_new),
+            every=experiment.calibration_every,
+            level=level,
+            max_points=2000,
+        ),
+    ]
+    history = model.fit(
+        x,
+        y,
+        epochs=experiment.epochs,
+        batch_size=experiment.batch_size,
+        callbacks=callbacks,
+        verbose=0,
+    )
+    seconds = time.perf_counter() - start
+    model.save(os.path.join(out, "models", f"{experiment.name}_fit.keras"))
+    curves = model.predict_distribution(PLOT_GRID[:, None])
+    grid_sigma = model.predict_distribution(SIGMA_GRID[:, None])["sigma"]
+    low, high = model.prediction_interval(x_new, level=level)
+    return NetworkRun(
+        model=model,
+        x=x,
+        y=y,
+        grid=PLOT_GRID,
+        mean=curves["mean"],
+        sigma=curves["sigma"],
+        true_sigma=true_sigma(PLOT_GRID),
+        grid_sigma=grid_sigma,
+        max_sigma_error=float(np.max(np.abs(grid_sigma / true_sigma(SIGMA_GRID) - 1))),
+        coverage=float(np.mean((y_new >= low) & (y_new <= high))),
+        level=level,
+        history=history.history,
+        seconds=seconds,
+    )
+
+
+def format_network(experiment: NetworkExperiment, run: NetworkRun) -> str:
+    """Experiment 4's lines: sigma(x)'s largest error, the interval's coverage; the truth."""
+    grid = SIGMA_GRID
+    level = f"{run.level:.0%}"
+    rows = [
+        [
+            f"largest relative error of sigma(x) on {len(grid)} x in "
+            f"[{grid[0]:.2f}, {grid[-1]:.2f}]",
+            "0.0%",
+            f"{run.max_sigma_error:.1%}",
+        ],
+        [
+            f"{level} interval coverage on {experiment.n_held_out:,} held-out points",
+            f"{run.level:.1%}",
+            f"{run.coverage:.1%}",
+        ],
+    ]
+    widths = [max(len(r[i]) for r in rows) for i in range(3)]
+    widths[1], widths[2] = max(widths[1], len("truth")), max(widths[2], len("fit"))
+    line = "  ".join("-" * w for w in widths)
+    header = "  ".join(h.rjust(w) for h, w in zip(("", "truth", "fit"), widths, strict=True))
+    text = [experiment.title, line, header, line]
+    text += [
+        "  ".join((r[0].ljust(widths[0]), r[1].rjust(widths[1]), r[2].rjust(widths[2])))
+        for r in rows
+    ]
+    every = slice(None, None, 3)
+    text.append("")
+    text.append("x              " + " ".join(f"{v:6.2f}" for v in grid[every]))
+    text.append("true sigma(x)  " + " ".join(f"{v:6.3f}" for v in true_sigma(grid[every])))
+    text.append("fitted sigma(x)" + " ".join(f"{v:6.3f}" for v in run.grid_sigma[every]))
+    text.append("")
+    text.append(
+        f"{experiment.n:,} training points, 2 x {experiment.width} ReLU backbone, "
+        f"{experiment.epochs} epochs of batches of {experiment.batch_size} through fit(): "
+        f"{run.seconds:.2f} s"
+    )
+    if experiment.quick:
+        full = network_experiment(quick=False)
+        text.append(
+            f"Quick run: a tenth of the data, not trained to convergence; the full demo "
+            f"trains {full.epochs} epochs on {full.n:,} points."
+        )
+    return "\n".join(text)
+
+
 def run(out: str = "demo_output", quick: bool = False) -> dict:
     """Runs the demo, writes everything under `out`, prints the tables; returns the runs."""
     from keras_mle import plots
@@ -213,6 +421,11 @@ def run(out: str = "demo_output", quick: bool = False) -> dict:
         table = format_table(experiment, runs) + "\n\n" + summary
         tables.append(table)
         print(table, end="\n\n", flush=True)
+    network = network_experiment(quick=quick)
+    network_run = run_network(network, out)
+    results[network.name] = (network, network_run)
+    tables.append(format_network(network, network_run))
+    print(tables[-1], end="\n\n", flush=True)
     plots.demo_plots(results, os.path.join(out, "plots"))
     with open(os.path.join(out, "results.txt"), "w") as f:
         f.write("\n\n".join(tables) + "\n")

@@ -6,7 +6,8 @@ importing or using this module leaves the user's matplotlib backend and figures 
 - `render_fit`: the current fit of any `keras_mle.MaximumLikelihoodModel` as an RGBA array (the
   image `keras_mle.callbacks.ParameterTensorBoard` logs);
 - `demo_plots`: the PNG files of `keras-mle demo`, built from `line_fit`, `gaussian_fit`,
-  `mse_and_loglik` and `loss_curves`, each drawing on a given matplotlib `Axes`.
+  `mse_and_loglik`, `loss_curves`, `interval_fit` and `sigma_curves`, each drawing on a given
+  matplotlib `Axes`.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
-from keras_mle import closed_form
+from keras_mle import closed_form, distributions
 
 __all__ = [
     "new_figure",
@@ -27,6 +28,8 @@ __all__ = [
     "gaussian_fit",
     "mse_and_loglik",
     "loss_curves",
+    "interval_fit",
+    "sigma_curves",
 ]
 
 #: Size of the `render_fit` image: 480 x 320 pixels.
@@ -234,17 +237,71 @@ def loss_curves(ax, runs, ylabel):
     ax.legend()
 
 
+def interval_fit(ax, x, y, grid, mean, sigma, level=0.95, max_points=2000):
+    """Data with a fitted mean curve and its central interval `mean -/+ z sigma`.
+
+    Args:
+        ax: The matplotlib `Axes` to draw on.
+        x: Feature values, shape `(N,)`.
+        y: Targets, shape `(N,)`.
+        grid: Sorted feature values of the curves, shape `(G,)`.
+        mean: Fitted mean on `grid`, shape `(G,)`.
+        sigma: Fitted standard deviation on `grid`, shape `(G,)`.
+        level: Probability of the interval, `z = Phi^-1((1 + level) / 2)`. Defaults to `0.95`.
+        max_points: At most this many data points are drawn (a fixed random subset).
+            Defaults to `2000`.
+    """
+    x, y = np.ravel(x), np.ravel(y)
+    if len(x) > max_points:
+        keep = np.random.default_rng(0).choice(len(x), max_points, replace=False)
+        x, y = x[keep], y[keep]
+    z = float(distributions.normal_ppf(0.5 + 0.5 * level))
+    ax.plot(x, y, DATA_COLOR + ".", markersize=2, alpha=0.4, label="data")
+    ax.fill_between(
+        grid,
+        mean - z * sigma,
+        mean + z * sigma,
+        color=FIT_COLOR,
+        alpha=0.15,
+        linewidth=0,
+        label=f"{level:.0%} interval",
+    )
+    ax.plot(grid, mean, FIT_COLOR, label="fitted mean")
+    ax.set_xlabel("x")
+    ax.set_ylabel("y")
+    ax.legend(loc="best", fontsize="small")
+
+
+def sigma_curves(ax, grid, fitted, true):
+    """The true noise level `sigma(x)` against the fitted one.
+
+    Args:
+        ax: The matplotlib `Axes` to draw on.
+        grid: Sorted feature values, shape `(G,)`.
+        fitted: Fitted `sigma` on `grid`, shape `(G,)`.
+        true: True `sigma` on `grid`, shape `(G,)`.
+    """
+    ax.plot(grid, true, "k--", label="true sigma(x)")
+    ax.plot(grid, fitted, FIT_COLOR, label="fitted sigma(x)")
+    ax.set_ylim(bottom=0.0)
+    ax.set_xlabel("x")
+    ax.set_ylabel("sigma")
+    ax.legend(loc="best", fontsize="small")
+
+
 def demo_plots(results: dict, folder: str) -> list[str]:
     """Writes the demo's PNG plots into `folder`; returns their paths.
 
     Args:
         results: `keras_mle.demo.run`'s results: experiment name -> `(experiment, runs)`, for the
-            experiments `"line"`, `"gaussian"` and `"gaussian_regression"`.
+            experiments `"line"`, `"gaussian"` and `"gaussian_regression"`, and optionally
+            `"gaussian_network"` -> `(experiment, keras_mle.demo.NetworkRun)`.
         folder: An existing folder.
 
     Returns:
-        The paths of `line_fit.png`, `line_loss.png`, `gaussian_fit.png`, `gaussian_loss.png` and
-        `mse_vs_loglik.png`.
+        The paths of `line_fit.png`, `line_loss.png`, `gaussian_fit.png`, `gaussian_loss.png`,
+        `mse_vs_loglik.png` and, with `"gaussian_network"`, `gaussian_network.png` (the data,
+        the fitted mean and its 95% interval; the true and fitted `sigma(x)`).
     """
     paths = []
 
@@ -274,4 +331,15 @@ def demo_plots(results: dict, folder: str) -> list[str]:
     figure, ax = new_figure()
     mse_and_loglik(ax, experiment.x, experiment.y)
     save(figure, "mse_vs_loglik.png")
+
+    if "gaussian_network" in results:
+        _, run = results["gaussian_network"]
+        figure = Figure(figsize=(11, 4), dpi=100)
+        FigureCanvasAgg(figure)
+        left, right = figure.subplots(1, 2)
+        interval_fit(left, run.x, run.y, run.grid, run.mean, run.sigma, level=run.level)
+        left.set_title(f"{run.level:.0%} coverage of held-out data: {run.coverage:.1%}")
+        sigma_curves(right, run.grid, run.sigma, run.true_sigma)
+        right.set_title(f"largest relative error on [0.05, 0.95]: {run.max_sigma_error:.1%}")
+        save(figure, "gaussian_network.png")
     return paths

@@ -48,14 +48,31 @@ def _table_rows(stdout, title_start):
     return rows
 
 
+NETWORK_TITLE = "Noise growing with x"
+SIGMA_ERROR = re.compile(r"largest relative error of sigma\(x\) on 19 x .*\s0\.0%\s+([\d.]+)%")
+COVERAGE = re.compile(r"95% interval coverage on 10,000 held-out points\s+95\.0%\s+([\d.]+)%")
+
+
+def _network_results(stdout):
+    """The network experiment's largest sigma(x) error and 95% coverage, in percent."""
+    block = stdout.split(NETWORK_TITLE, 1)[1].split("\nWrote plots", 1)[0]
+    return float(SIGMA_ERROR.search(block)[1]), float(COVERAGE.search(block)[1]), block
+
+
 def test_demo_writes_plots_logs_and_models(quick_demo_run):
     out, _ = quick_demo_run
-    for name in ("line_fit", "line_loss", "gaussian_fit", "gaussian_loss", "mse_vs_loglik"):
+    names = ("line_fit", "line_loss", "gaussian_fit", "gaussian_loss", "mse_vs_loglik")
+    for name in (*names, "gaussian_network"):
         assert (out / "plots" / f"{name}.png").stat().st_size > 1000
     for experiment in ("line", "gaussian", "gaussian_regression"):
         runs = os.listdir(out / "tensorboard" / experiment)
         assert "fit" in runs and "xla" in runs
-    assert (out / "results.txt").read_text().startswith("Line y = m x + b")
+    assert {"train", "calibration"} <= set(
+        os.listdir(out / "tensorboard" / "gaussian_network" / "fit")
+    )
+    results = (out / "results.txt").read_text()
+    assert results.startswith("Line y = m x + b")
+    assert NETWORK_TITLE in results
     # Every mode makes the same full-batch steps from the same start: the saved models agree
     # (XLA to about 1 ulp; 1e-6 relative is a few float32 ulps).
     params = [
@@ -65,6 +82,29 @@ def test_demo_writes_plots_logs_and_models(quick_demo_run):
     for other in params[1:]:
         for name in ("mu", "sigma"):
             np.testing.assert_allclose(other[name], params[0][name], rtol=1e-6)
+
+
+def test_demo_network_prints_sigma_error_and_coverage(quick_demo_run):
+    out, stdout = quick_demo_run
+    sigma_error, coverage, block = _network_results(stdout)
+    assert 0.0 <= sigma_error and 0.0 <= coverage <= 100.0
+    assert "Quick run: a tenth of the data, not trained to convergence" in block
+    # The saved model is the one whose sigma(x) the table prints (rounded to 3 decimals).
+    model = keras.models.load_model(out / "models" / "gaussian_network_fit.keras")
+    assert isinstance(model, keras_mle.GaussianNetwork)
+    printed = [float(v) for v in re.search(r"fitted sigma\(x\)(.*)", block)[1].split()]
+    fitted = model.predict_distribution(demo.SIGMA_GRID[::3, None])["sigma"]
+    np.testing.assert_allclose(fitted, printed, atol=6e-4)
+
+
+@pytest.mark.slow
+def test_full_demo_network_is_calibrated(demo_run):
+    _, stdout = demo_run
+    sigma_error, coverage, block = _network_results(stdout)
+    # 10,000 held-out points: a calibrated 95% interval covers 95% +- 0.2% (one standard error).
+    assert 93.0 <= coverage <= 97.0
+    assert sigma_error < 10.0
+    assert "Quick run" not in block
 
 
 @pytest.mark.slow
