@@ -11,7 +11,7 @@ import tensorflow as tf
 
 from keras_mle import checkpoint
 from keras_mle import data as data_lib
-from keras_mle.models.adaptation import Adaptation
+from keras_mle.models.adaptation import Adaptation, DataMoments
 from keras_mle.models.input_checks import InputCheck, InputCheckCallback
 
 __all__ = ["MaximumLikelihoodModel", "Parameter", "LikelihoodDerivatives"]
@@ -124,6 +124,11 @@ class LikelihoodDerivatives:
     fixed: np.ndarray | None = None
 
     @property
+    def nobs(self) -> float:
+        """`sum_i w_i`: the number of observations (frequency weights)."""
+        return float(np.sum(self.weights))
+
+    @property
     def free(self) -> np.ndarray:
         """Indices of the free (estimated) components."""
         if self.fixed is None:
@@ -147,6 +152,35 @@ class LikelihoodDerivatives:
             raise ValueError("the Hessian was not computed (hessian=False).")
         inverse = np.linalg.inv(self.jacobian)
         return inverse.T @ self.hessian @ inverse
+
+
+@dataclasses.dataclass(frozen=True)
+class StreamedDerivatives(LikelihoodDerivatives):
+    """`LikelihoodDerivatives` summed over the batches of a dataset (`accumulate_derivatives`).
+
+    The gradient and Hessian are sums over the samples, so the batches' add up; the per-sample
+    losses and weights are not kept (`sample_losses` and `weights` are empty), only their
+    weighted sum `loss` (the total `L`) and `weight_sum` (`nobs`).
+
+    Attributes:
+        loss: `L = sum_i w_i l_i` over all batches.
+        weight_sum: `sum_i w_i`.
+        rows: Number of rows read.
+        batches: Number of batches with a positive weight.
+    """
+
+    loss: float = 0.0
+    weight_sum: float = 0.0
+    rows: int = 0
+    batches: int = 0
+
+    @property
+    def total(self) -> float:
+        return self.loss
+
+    @property
+    def nobs(self) -> float:
+        return self.weight_sum
 
 
 class MaximumLikelihoodModel(keras.Model):
@@ -219,12 +253,16 @@ class MaximumLikelihoodModel(keras.Model):
     adapt_targets = False
 
     def __init__(self, adaptation=None, feature_names=None, fixed=None, **kwargs):
+        _check_dtype(kwargs.get("dtype"))
         feature_names = _check_feature_names(feature_names)
         fixed = _check_fixed(fixed, type(self).parameter_roles)
         super().__init__(**kwargs)
         self._feature_names = feature_names
         self._fixed = fixed
         self._parameters = {}
+        #: The seed of the rows' order in a shuffled `fit(x, y)` (drawn from NumPy's generator
+        #: at the start of each `fit`; kept in a `BackupAndRestore` backup for its resume).
+        self.shuffle_seed = None
         self.loss_tracker = keras.metrics.Mean(name="loss", dtype=self.likelihood_dtype)
         # Set by the steps when they refuse a batch; read by the fit/evaluate input-check callback.
         self.train_input_check = InputCheck(name="train_input_check")
@@ -392,12 +430,30 @@ class MaximumLikelihoodModel(keras.Model):
         """Sets parameters from natural values in the user's units (any subset of `params`).
 
         A fixed component must be given its fixed value (up to rounding): it cannot be set.
+
+        Raises:
+            TypeError: naming `params` if it is not a dict, or a value is not numeric.
+            ValueError: naming `params` if the model is not built yet, a name is unknown, a
+                value has another size than its parameter, is NaN or Inf, or is <= 0 for a
+                positive parameter (a standard deviation); nothing is changed then.
         """
-        unknown = sorted(set(params) - set(self._parameters))
+        if not isinstance(params, dict):
+            raise TypeError(
+                f"params must be a dict {{parameter name: value}}, got {type(params).__name__} "
+                f"{params!r}."
+            )
+        if not self._parameters:
+            raise ValueError(
+                f"params: {type(self).__name__} is not built yet, so it has no parameters to "
+                "set: fit it, call model.build(input_shape), or call it on a batch "
+                "(model(x[:2])) first."
+            )
+        unknown = sorted(set(params) - set(self._parameters), key=str)
         if unknown:
             raise ValueError(
                 f"params: unknown parameter(s) {unknown}; have {self.parameter_names}."
             )
+        params = {name: self._checked_param_value(name, value) for name, value in params.items()}
         for name, value in params.items():
             self._check_fixed_value(name, value)
         for name, value in self._working_values(params).items():
@@ -405,6 +461,32 @@ class MaximumLikelihoodModel(keras.Model):
                 self._parameters[name].assign(value)
                 if self._parameters[name].is_fixed:
                     self._sync_fixed(self._parameters[name])
+
+    def _checked_param_value(self, name, value) -> np.ndarray:
+        """A `set_params` value as a float64 array of the parameter's shape, or raises."""
+        parameter = self._parameters[name]
+        shape = tuple(parameter.variable.shape)
+        try:
+            array = np.asarray(value)
+        except (TypeError, ValueError):
+            array = np.asarray(None)
+        if array.dtype.kind not in "iuf":
+            raise TypeError(
+                f"params[{name!r}] must be a number or an array of numbers, got {value!r}."
+            )
+        if array.size != math.prod(shape):
+            raise ValueError(
+                f"params[{name!r}] has shape {array.shape}, but {name!r} has shape {shape}."
+            )
+        array = array.astype(np.float64).reshape(shape)
+        if not np.all(np.isfinite(array)):
+            raise ValueError(f"params[{name!r}] must be finite, got {value!r}.")
+        if parameter.positive and np.any(array <= 0):
+            raise ValueError(
+                f"params[{name!r}] must be > 0 ({name!r} is positive, stored as its log), "
+                f"got {value!r}."
+            )
+        return array
 
     def _check_fixed_value(self, name, value) -> None:
         parameter = self._parameters[name]
@@ -603,6 +685,111 @@ class MaximumLikelihoodModel(keras.Model):
         """The observed information `d^2 L / d theta_user^2` (the Hessian of the total NLL)."""
         return self.likelihood_derivatives(x, y, sample_weight, params=params).information
 
+    def accumulate_derivatives(
+        self, dataset, *, params=None, names=None, hessian: bool = True, on_batch=None
+    ) -> StreamedDerivatives:
+        """`likelihood_derivatives` over a batched `tf.data.Dataset`, one batch at a time.
+
+        The total loss, its gradient and Hessian are sums over the samples, so the batches'
+        (each from `likelihood_derivatives`, in float64) add up to those of the whole data; only
+        one batch is in memory at a time. The elements are read as `fit` reads them (`(x, y)`,
+        `(x, y, sample_weight)`; for a model of a sample `samples` or `(samples,
+        sample_weight)`), on the host, so a model built under a `tf.distribute` strategy reads
+        each row once.
+
+        Args:
+            dataset: A batched `tf.data.Dataset`.
+            params, names, hessian: As for `likelihood_derivatives`.
+            on_batch: Called as `on_batch(x, y, sample_weight, derivatives)` for each batch with
+                a positive weight (float64 arrays as `check_data` returns them, the weights
+                filled with ones, and the batch's `LikelihoodDerivatives`). Defaults to `None`.
+
+        Returns:
+            A `StreamedDerivatives`.
+
+        Raises:
+            ValueError: as `likelihood_derivatives`, naming the batch for bad data; for an
+                unbatched or empty dataset, or one without a row of positive weight.
+        """
+        gradient = matrix = first = None
+        loss = weight_sum = 0.0
+        rows = batches = 0
+        for x, y, w in self.dataset_batches(dataset):
+            rows += len(x)
+            if not np.any(w > 0):
+                continue
+            batch = self.likelihood_derivatives(
+                x, y, w, params=params, names=names, hessian=hessian
+            )
+            if first is None:
+                first, gradient = batch, np.zeros_like(batch.gradient)
+                matrix = None if batch.hessian is None else np.zeros_like(batch.hessian)
+            gradient += batch.gradient
+            if matrix is not None:
+                matrix += batch.hessian
+            loss += batch.total
+            weight_sum += batch.nobs
+            batches += 1
+            if on_batch is not None:
+                on_batch(x, y, w, batch)
+        if first is None:
+            raise ValueError(
+                f"{self.x_name}: the dataset has no row with a positive weight ({rows} rows read)."
+            )
+        return StreamedDerivatives(
+            names=first.names,
+            params=first.params,
+            sample_losses=np.zeros(0),
+            weights=np.zeros(0),
+            gradient=gradient,
+            hessian=matrix,
+            jacobian=first.jacobian,
+            fixed=first.fixed,
+            loss=loss,
+            weight_sum=weight_sum,
+            rows=rows,
+            batches=batches,
+        )
+
+    def dataset_batches(self, dataset):
+        """Yields the batches of a `tf.data.Dataset` as checked float64 arrays `(x, y, w)`.
+
+        Elements are read as `fit` reads them; each batch is checked as `check_data` checks
+        arrays (errors name the batch, counting from 0), except that a batch whose weights are
+        all 0 is allowed. `y` is `None` for a model of a sample; `w` is filled with ones when
+        the elements carry no weights. Batches without rows are skipped.
+
+        Raises:
+            TypeError: if `dataset` is not a `tf.data.Dataset`.
+            ValueError: if it is empty or unbatched, its elements do not fit the model, or a
+                batch holds bad data.
+        """
+        if not isinstance(dataset, tf.data.Dataset):
+            raise TypeError(
+                f"{self.x_name}: expected a tf.data.Dataset, got {type(dataset).__name__}."
+            )
+        if int(dataset.cardinality()) == 0:
+            raise ValueError(f"{self.x_name}: the dataset is empty (its cardinality is 0).")
+        spec = dataset.element_spec
+        if any(part.shape.rank == 0 for part in tf.nest.flatten(spec)):
+            raise ValueError(
+                f"{self.x_name}: the dataset yields single rows (element spec {spec}): batch it "
+                "first, e.g. dataset.batch(4096)."
+            )
+        _x_spec(self, spec)
+        self._unpack(spec, in_step=False)
+        for index, element in enumerate(dataset):
+            x, y, w = self._unpack(element, in_step=False)
+            x, y, w = (None if a is None else np.asarray(a) for a in (x, y, w))
+            if len(x) == 0:
+                continue
+            all_zero = w is not None and w.size > 0 and np.all(w == 0)
+            try:
+                x, y, w = self.check_data(x, y, None if all_zero else w, dtype=np.float64)
+            except (TypeError, ValueError) as error:
+                raise type(error)(f"{self.x_name} (a dataset), batch {index}: {error}") from None
+            yield x, y, (np.zeros(len(x)) if all_zero else np.ones(len(x)) if w is None else w)
+
     def _working_values(self, params=None) -> dict:
         """Float64 natural working-space values: the current ones, or user-unit `params`."""
         if not self.built:
@@ -680,8 +867,12 @@ class MaximumLikelihoodModel(keras.Model):
         (`LinearRegression`, whose `inference` is the OLS one) has no such coupling.
 
         Args:
-            x: Features (for a model of a sample: the samples).
-            y: Targets, or `None` for a model of a sample. Defaults to `None`.
+            x: Features (for a model of a sample: the samples); or a batched `tf.data.Dataset`
+                of the elements `fit` reads, taken in one float64 pass that holds one batch at
+                a time and gives the adaptation of the concatenated batches (to ~1e-14; weights
+                in the elements are not used, as here).
+            y: Targets, or `None` for a model of a sample (and for a dataset). Defaults to
+                `None`.
             reset: Re-initialise the parameters in the working space, so that initializers and
                 initial values are read in adapted units (as for a layer after a
                 `Normalization`): e.g. `GaussianMLE(initial_mu=0, initial_sigma=1)` then starts
@@ -700,16 +891,19 @@ class MaximumLikelihoodModel(keras.Model):
                 f"{type(self).__name__} does not support adapt(): its likelihood does not allow "
                 "rescaling the sample (set adapt_targets for a location-scale family)."
             )
-        x, y, _ = self.check_data(x, y, dtype=np.float64)
-        self._build_from_shape(x.shape)
-        fixed_columns, center = self._adapt_constraints()
-        adaptation = Adaptation.from_data(
-            x,
-            y if self.takes_targets else None,
-            scale_targets=self.adapt_targets,
-            fixed_columns=fixed_columns,
-            center=center,
-        )
+        if isinstance(x, tf.data.Dataset):
+            adaptation = self._adapt_dataset(x, y)
+        else:
+            x, y, _ = self.check_data(x, y, dtype=np.float64)
+            self._build_from_shape(x.shape)
+            fixed_columns, center = self._adapt_constraints()
+            adaptation = Adaptation.from_data(
+                x,
+                y if self.takes_targets else None,
+                scale_targets=self.adapt_targets,
+                fixed_columns=fixed_columns,
+                center=center,
+            )
         adaptation.check_roles(self.parameter_roles, self.parameter_names)
         if reset:
             self._adaptation = adaptation
@@ -726,6 +920,33 @@ class MaximumLikelihoodModel(keras.Model):
         # Compiled steps hold the old statistics as constants.
         self.train_function = self.test_function = self.predict_function = None
         return self
+
+    def _adapt_dataset(self, dataset, y):
+        """The `Adaptation` of `adapt(dataset)`: one float64 pass (`DataMoments`).
+
+        As `adapt(x, y)` on the concatenated batches (which takes no weights), the rows count
+        once each: weights in the elements are read but not used. Any fixed adaptation gives
+        the same fit; this one is the change of coordinates of the rows themselves.
+        """
+        if y is not None:
+            raise ValueError(
+                "y: with a dataset, give the targets inside its elements ((x, y) batches)."
+            )
+        moments = DataMoments()
+        for x, y_batch, _ in self.dataset_batches(dataset):
+            if moments.rows == 0:
+                self._build_from_shape(x.shape)
+            if self.takes_targets:
+                moments.update(x, y_batch)
+            else:
+                moments.update(None, x.reshape(-1))
+        fixed_columns, center = self._adapt_constraints()
+        return Adaptation.from_moments(
+            moments,
+            scale_targets=self.adapt_targets,
+            fixed_columns=fixed_columns,
+            center=center,
+        )
 
     def _adapt_constraints(self):
         """`(fixed_columns, center)` for `Adaptation.from_data`: what fixed components need.
@@ -840,9 +1061,48 @@ class MaximumLikelihoodModel(keras.Model):
                     "tf.distribute strategy pass the arrays to fit(x, y) instead."
                 )
             self.train_batches(data)
+        elif isinstance(data, data_lib.EpochArrays):
+            self.train_arrays(data)
         else:
             self.apply_step(*self._unpack(data))
         return {**self._metric_results(), **self.parameter_logs()}
+
+    def train_arrays(self, epoch):
+        """One epoch of a `keras_mle.data.EpochArrays`: an `apply_step` per batch, in-graph.
+
+        What plain `fit(x, y)` runs on one device: the batches are sliced (or, when shuffled,
+        gathered through the epoch's permutation) from the arrays inside a `tf.while_loop`, so
+        the epoch is one compiled call. The arrays were checked before training, so the steps
+        do not examine their batches (`checked=True`); the loop ends at a refused step.
+        """
+        n = epoch.x.shape[0]
+        size = epoch.batch_size
+        full, last = divmod(n, size)
+
+        def rows(a, start, count):
+            if a is None:
+                return None
+            if epoch.order is None:
+                begin = tf.concat([[start], tf.zeros([a.shape.rank - 1], tf.int32)], 0)
+                return tf.slice(a, begin, [count, *a.shape[1:]])
+            return tf.gather(a, tf.slice(epoch.order, [start], [count]))
+
+        def batch(start, count):
+            self.apply_step(
+                rows(epoch.x, start, count),
+                rows(epoch.y, start, count),
+                rows(epoch.sample_weight, start, count),
+                checked=True,
+            )
+
+        def step(i):
+            batch(i * size, size)
+            return (i + 1,)
+
+        clean = self.train_input_check.clean
+        tf.while_loop(lambda i: tf.logical_and(i < full, clean()), step, (tf.constant(0),))
+        if last:
+            batch(full * size, last)
 
     def apply_step(self, x, y=None, sample_weight=None, *, checked=False):
         """One optimizer step on one batch, with the loss tracker and metrics updated.
@@ -991,9 +1251,10 @@ class MaximumLikelihoodModel(keras.Model):
             )
         return _flat_targets(y)
 
-    def _unpack(self, data):
+    def _unpack(self, data, *, in_step=True):
         x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(data)
         if self.takes_targets:
+            self._check_batch_spec(x, y, sample_weight, in_step=in_step)
             return x, y, sample_weight
         # A model of a sample reads elements `samples` or `(samples, sample_weight)`.
         if sample_weight is not None:
@@ -1001,7 +1262,42 @@ class MaximumLikelihoodModel(keras.Model):
                 f"{type(self).__name__} fits a sample: dataset elements must be samples or "
                 "(samples, sample_weight), not 3-tuples."
             )
+        self._check_batch_spec(x, None, y, in_step=in_step)
         return x, None, y
+
+    def _check_batch_spec(self, x, y, sample_weight, *, in_step=True):
+        """Checks what a batch's static types say: numeric parts, targets given, input shape.
+
+        Runs on a dataset's element spec before training, and on the batches of every stream
+        when the step is traced (before any step is applied): a generator, whose spec is only
+        known to Keras, is refused there with the same messages.
+        """
+        names = (self.x_name, "y", "sample_weight")
+        for name, part in zip(names, (x, y, sample_weight), strict=True):
+            dtype = None if part is None else getattr(part, "dtype", None)
+            if dtype is None:
+                continue
+            dtype = tf.as_dtype(dtype)
+            if not (dtype.is_floating or dtype.is_integer or dtype.is_bool) or dtype.is_complex:
+                raise TypeError(
+                    f"{name} must be numeric, got batches of dtype {dtype.name} from the data."
+                )
+        if self.takes_targets and y is None:
+            raise ValueError(
+                f"y is required: {type(self).__name__} fits targets y given x, so each element "
+                "of a dataset, generator or PyDataset must be (x, y) or (x, y, sample_weight), "
+                "not x alone."
+            )
+        shape = getattr(x, "shape", None)
+        if shape is not None and shape.rank is not None and None not in shape[1:]:
+            self.check_input_shape(shape)
+        if in_step and not self.built:
+            # Only a generator gets here unbuilt: its batches are not seen before the step.
+            raise ValueError(
+                f"{self.x_name}: {type(self).__name__} is not built, and a generator's batches "
+                "are only seen inside the training step: build it first (model.build(shape) "
+                "or model(x[:2])), or pass a tf.data.Dataset or a keras.utils.PyDataset."
+            )
 
     # ---------------------------------------------------------------- fit, evaluate, predict
     def check_data(self, x, y=None, sample_weight=None, *, dtype=None):
@@ -1102,7 +1398,32 @@ class MaximumLikelihoodModel(keras.Model):
         samples and a dataset's elements are `samples` or `(samples, sample_weight)`.
         A `keras_mle.callbacks.BackupAndRestore` among `callbacks` restores its backup before
         training and sets the epoch to resume from.
+
+        Under a `tf.distribute.MultiWorkerMirroredStrategy`, where Keras' `fit` does not run,
+        training goes through `keras_mle.distributed.fit` (see `docs/distributed.md`).
         """
+        from keras_mle import distributed  # (it imports this module)
+
+        if distributed.is_multi_worker(self.distribute_strategy):
+            return distributed.fit(
+                self,
+                x,
+                y,
+                batch_size=batch_size,
+                epochs=epochs,
+                verbose=verbose,
+                callbacks=callbacks,
+                validation_split=validation_split,
+                validation_data=validation_data,
+                shuffle=shuffle,
+                class_weight=class_weight,
+                sample_weight=sample_weight,
+                initial_epoch=initial_epoch,
+                steps_per_epoch=steps_per_epoch,
+                validation_steps=validation_steps,
+                validation_batch_size=validation_batch_size,
+                validation_freq=validation_freq,
+            )
         batch_size = data_lib.check_optional_positive_int("batch_size", batch_size)
         data_lib.check_positive_int("epochs", epochs)
         data_lib.check_optional_positive_int("steps_per_epoch", steps_per_epoch)
@@ -1111,12 +1432,21 @@ class MaximumLikelihoodModel(keras.Model):
         data_lib.check_positive_int("validation_freq", validation_freq)
         initial_epoch = _check_initial_epoch(initial_epoch)
         validation_split = _check_validation_split(validation_split)
+        if validation_split and validation_data is not None:
+            raise ValueError(
+                f"validation_split={validation_split!r} and validation_data are both given: "
+                "Keras would use validation_data and silently ignore validation_split; this "
+                "package refuses the ambiguous pair. Give one of them."
+            )
+        shuffle = _check_shuffle(shuffle)
+        _check_callbacks(callbacks)
         if class_weight is not None:
             raise ValueError(
                 "class_weight is not supported by likelihood models: weight the samples with "
                 "sample_weight."
             )
-        if _is_in_memory(x):
+        in_memory, epochs_of = _is_in_memory(x), None
+        if in_memory:
             x, y, sample_weight = self.check_data(x, y, sample_weight)
             if validation_split and validation_data is None:
                 (x, y, sample_weight), held_out = _split((x, y, sample_weight), validation_split)
@@ -1125,18 +1455,39 @@ class MaximumLikelihoodModel(keras.Model):
                     batch_size=validation_batch_size or batch_size or 32,
                 )
             self.prepare_training(x.shape, x[:1], None if y is None else y[:1])
-            x = data_lib.array_dataset(
-                self._components(x, y, sample_weight),
-                batch_size=batch_size or 32,
-                shuffle=bool(shuffle),
-            )
+            # Whole epochs in one compiled call each (`train_arrays`), unless a strategy, a
+            # callback acting between batches or `steps_per_epoch` needs Keras' batches.
+            if (
+                steps_per_epoch is None
+                and self.distribute_strategy.num_replicas_in_sync == 1
+                and not _watches_batches(callbacks)
+            ):
+                epochs_of = (x, y, sample_weight)
+                steps_per_epoch = 1
+            else:
+                x = data_lib.array_dataset(
+                    self._components(x, y, sample_weight),
+                    batch_size=batch_size or 32,
+                    shuffle=bool(shuffle),
+                )
         else:
             self._check_stream(x, y, sample_weight, batch_size, validation_split)
         if validation_data is not None:
             validation_data = self.validation_dataset(
                 validation_data, validation_batch_size or batch_size or 32
             )
+        if in_memory:
+            self.shuffle_seed = None  # a restored backup sets the seed of the run it continues
         initial_epoch = checkpoint.initial_epoch(callbacks, self, initial_epoch)
+        if epochs_of is not None:
+            if shuffle and self.shuffle_seed is None:
+                self.shuffle_seed = int(np.random.randint(2**62, dtype=np.int64))
+            x = data_lib.epoch_arrays(
+                *epochs_of,
+                batch_size=batch_size or 32,
+                seed=self.shuffle_seed if shuffle else None,
+                first_epoch=initial_epoch,
+            )
         try:
             return super().fit(
                 x,
@@ -1169,6 +1520,9 @@ class MaximumLikelihoodModel(keras.Model):
         """`keras.Model.evaluate` with the checks of `fit`."""
         batch_size = data_lib.check_optional_positive_int("batch_size", batch_size)
         data_lib.check_optional_positive_int("steps", steps)
+        if not isinstance(callbacks, keras.callbacks.CallbackList):
+            # (fit() passes its own CallbackList to the evaluation of validation_data.)
+            _check_callbacks(callbacks)
         if _is_in_memory(x):
             x, y, sample_weight = self.check_data(x, y, sample_weight)
             self.prepare_training(x.shape, x[:1], None if y is None else y[:1])
@@ -1188,6 +1542,7 @@ class MaximumLikelihoodModel(keras.Model):
         """`keras.Model.predict` with the checks of `fit` (the number of features included)."""
         batch_size = data_lib.check_optional_positive_int("batch_size", batch_size)
         data_lib.check_optional_positive_int("steps", steps)
+        _check_callbacks(callbacks)
         if _is_in_memory(x):
             self.check_feature_names(x)
             x = data_lib.check_array(self.x_name, x)
@@ -1234,9 +1589,17 @@ class MaximumLikelihoodModel(keras.Model):
             raise ValueError("batch_size: a dataset or generator is batched already; drop it.")
         if validation_split:
             raise ValueError("validation_split needs in-memory arrays; give validation_data.")
-        if not isinstance(x, tf.data.Dataset):
+        if isinstance(x, keras.utils.PyDataset):
+            spec = _py_dataset_spec(self, x)
+        elif isinstance(x, tf.data.Dataset):
+            if int(x.cardinality()) == 0:
+                raise ValueError(
+                    f"{self.x_name}: the dataset is empty (its cardinality is 0): there is no "
+                    "batch to fit or evaluate."
+                )
+            spec = x.element_spec
+        else:
             return
-        spec = x.element_spec
         if isinstance(spec, data_lib.EpochBatches.Spec):
             if self.distribute_strategy.num_replicas_in_sync > 1:
                 raise ValueError(
@@ -1253,11 +1616,11 @@ class MaximumLikelihoodModel(keras.Model):
                     f"{self.x_name}: the dataset yields single rows (element spec {spec}): "
                     "batch it first, e.g. dataset.batch(256)."
                 )
+        _, y_spec, _ = self._unpack(spec, in_step=False)
         self.check_input_shape(x_spec.shape)
-        if self.takes_targets:
-            _, y_spec, _ = keras.utils.unpack_x_y_sample_weight(spec)
-            if y_spec is not None:
-                self._checked_target_shape(tf.zeros([1, *(d or 1 for d in y_spec.shape[1:])]))
+        self._check_feature_count(x_spec.shape)
+        if y_spec is not None:
+            self._checked_target_shape(tf.zeros([1, *(d or 1 for d in y_spec.shape[1:])]))
         example = tf.zeros([1, *(d or 1 for d in x_spec.shape[1:])], x_spec.dtype)
         self.prepare_training(x_spec.shape, example, tf.zeros([1], x_spec.dtype))
 
@@ -1289,6 +1652,26 @@ class MaximumLikelihoodModel(keras.Model):
         except (TypeError, ValueError) as error:
             raise type(error)(f"validation_data: {error}") from None
         return data_lib.array_dataset(self._components(*checked), batch_size=batch_size)
+
+
+_BATCH_HOOKS = ("on_train_batch_begin", "on_train_batch_end", "on_batch_begin", "on_batch_end")
+
+
+def _watches_batches(callbacks) -> bool:
+    """Whether a callback acts between the batches of an epoch (so each must be its own call).
+
+    Keras' `TensorBoard` overrides the batch hooks but, with `update_freq="epoch"` and no
+    profiling, does nothing in them that an epoch-long step would change.
+    """
+    for callback in callbacks or []:
+        if isinstance(callback, keras.callbacks.TensorBoard):
+            if callback.update_freq == "epoch" and not getattr(callback, "_start_batch", 0):
+                continue
+            return True
+        for hook in _BATCH_HOOKS:
+            if getattr(type(callback), hook, None) is not getattr(keras.callbacks.Callback, hook):
+                return True
+    return False
 
 
 def _flat_targets(y):
@@ -1382,10 +1765,99 @@ def _x_spec(model, spec):
     return x_spec
 
 
+def _check_dtype(dtype):
+    """Raises a `ValueError` naming `dtype` unless the model's variables would be float32/64.
+
+    `dtype` is a model's `dtype` argument (`None`: the global policy): `"float32"`,
+    `"float64"`, or a mixed precision policy (`"mixed_float16"`, `"mixed_bfloat16"`), whose
+    variables, and so the likelihood, stay in float32. Integer and bool dtypes cannot hold the
+    parameters, and float16/bfloat16 variables lose the likelihood to rounding.
+    """
+    try:
+        policy = keras.dtype_policies.get(dtype)
+    except (TypeError, ValueError) as error:
+        raise ValueError(f"dtype: {error}") from None
+    if policy.variable_dtype not in ("float32", "float64"):
+        name = getattr(policy, "name", dtype)
+        hint = (
+            f"; for half precision use the mixed policy 'mixed_{policy.variable_dtype}' "
+            "(float32 variables, half-precision compute)"
+            if policy.variable_dtype in ("float16", "bfloat16")
+            else ""
+        )
+        raise ValueError(
+            f"dtype must be 'float32', 'float64' or a mixed precision policy ('mixed_float16', "
+            f"'mixed_bfloat16'), got {name!r}: the parameters and the likelihood need float32 "
+            f"or float64 variables{hint}."
+        )
+
+
+def _py_dataset_spec(model, dataset):
+    """The element spec of a `keras.utils.PyDataset`, from its first batch (`dataset[0]`).
+
+    A PyDataset is indexed, so reading batch 0 consumes nothing. Non-numeric parts get a
+    `tf.string` spec, which the checks of `_check_stream` then refuse naming the part.
+    """
+    if dataset.num_batches == 0:
+        raise ValueError(
+            f"{model.x_name}: the PyDataset is empty (len 0): there is no batch to fit or evaluate."
+        )
+    first = dataset[0]
+    if isinstance(first, list):
+        first = tuple(first)
+
+    def spec_of(part):
+        if part is None:
+            return None
+        try:
+            array = np.asarray(part)
+        except (TypeError, ValueError):
+            return tf.TensorSpec(None, tf.string)
+        dtype = tf.as_dtype(array.dtype) if array.dtype.kind in "biuf" else tf.string
+        shape = (None, *array.shape[1:]) if array.ndim else ()
+        return tf.TensorSpec(shape, dtype)
+
+    return tf.nest.map_structure(spec_of, first)
+
+
 def _is_in_memory(x):
     return not isinstance(x, (tf.data.Dataset, keras.utils.PyDataset)) and not hasattr(
         x, "__next__"
     )
+
+
+def _check_callbacks(callbacks):
+    """Raises a `TypeError` naming `callbacks` unless it is `None` or a list of callbacks."""
+    if callbacks is None:
+        return
+    if not isinstance(callbacks, (list, tuple)):
+        hint = (
+            f" (wrap it in a list: callbacks=[{type(callbacks).__name__}(...)])"
+            if isinstance(callbacks, keras.callbacks.Callback)
+            else ""
+        )
+        raise TypeError(
+            "callbacks must be a list of keras.callbacks.Callback objects, got "
+            f"{type(callbacks).__name__}{hint}."
+        )
+    for index, callback in enumerate(callbacks):
+        if not isinstance(callback, keras.callbacks.Callback):
+            raise TypeError(
+                f"callbacks[{index}] must be a keras.callbacks.Callback, got "
+                f"{type(callback).__name__} {callback!r}."
+            )
+
+
+def _check_shuffle(value):
+    """`shuffle` as a bool; Keras' `"batch"` and anything but a bool are refused."""
+    if isinstance(value, (bool, np.bool_)):
+        return bool(value)
+    if isinstance(value, str) and value == "batch":
+        raise ValueError(
+            "shuffle='batch' (Keras' shuffling in batch-sized chunks, for HDF5 data) is not "
+            "supported: the arrays are shuffled in memory; pass shuffle=True or False."
+        )
+    raise TypeError(f"shuffle must be True or False, got {value!r}.")
 
 
 def _check_initial_epoch(value):
