@@ -386,8 +386,9 @@ class DataMoments:
     The data are first shifted by the first batch's mean (so that a large offset costs no
     digits in the later means), then each batch is centred on its own mean and combined with
     what came before by the pairwise update of Chan, Golub and LeVeque,
-    `M = M_a + M_b + (n_a n_b / n) d d^T` (`d` the difference of the means). For the features `M` is held as its triangular factor `R` (`R^T R = M`), combined by
-    a QR of `[R_a; R_b; sqrt(n_a n_b / n) d^T]`: the factor of the stacked centred rows.
+    `M = M_a + M_b + (n_a n_b / n) d d^T` (`d` the difference of the means). For the features
+    `M` is held as its triangular factor `R` (`R^T R = M`), combined by a QR of
+    `[R_a; R_b; sqrt(n_a n_b / n) d^T]`: the factor of the stacked centred rows.
 
     Attributes:
         count: Sum of the weights (the number of rows, unweighted).
