@@ -126,6 +126,8 @@ def _assert_params(result, expected):
 
 
 # ---------------------------------------------------------------- the tests
+# Two worker processes each import TensorFlow and build their cluster: 25-65 s on 2 shared cores.
+@pytest.mark.slow
 def test_two_workers_match_one_process(tmp_path):
     x, y, w = _data(tmp_path)
     results = _run(tmp_path, "parity")
