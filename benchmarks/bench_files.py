@@ -117,8 +117,21 @@ def one(path, folder, n):
         model.fit(source, epochs=1, verbose=0)
         seconds = time.perf_counter() - start
         assert np.all(np.isfinite(model.params["m"]))
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    peak = _peak_mb()
     print(json.dumps({"path": path, "rows": rows, "seconds": seconds, "peak_mb": peak}))
+
+
+def _peak_mb():
+    """This process's peak resident memory: VmHWM, which (unlike `ru_maxrss`) starts afresh at
+    `exec`, so a child does not report its parent's peak."""
+    try:
+        with open("/proc/self/status") as file:
+            for line in file:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
 def main():

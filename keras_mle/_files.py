@@ -172,16 +172,16 @@ def csv_dataset(
     nan = float("nan")
     defaults = [tf.constant([nan], dtype)] * len(wanted)
 
-    def rows_of(path):
-        return tf.data.experimental.CsvDataset(
-            path, defaults, header=True, field_delim=sep, select_cols=select
-        )
-
     def in_order(*columns):
         return [columns[i] for i in back]
 
-    # Batched straight away: every later operation is per batch, not per row.
-    blocks = tf.data.Dataset.from_tensor_slices(files).flat_map(rows_of).batch(batch_size)
+    # CsvDataset reads the files in order itself; rows are batched straight away, so that every
+    # later operation is per batch, not per row.
+    rows = tf.data.experimental.CsvDataset(
+        files, defaults, header=True, field_delim=sep, select_cols=select
+    )
+    blocks = rows.batch(batch_size)
+    n_x, has_y, has_w = len(features), y is not None, sample_weight is not None
     if missing == "drop":
 
         def complete(*columns):
@@ -191,25 +191,28 @@ def csv_dataset(
 
         blocks = blocks.map(complete).rebatch(batch_size)
         count = int(blocks.reduce(np.int64(0), lambda n, *c: n + tf.shape(c[0], tf.int64)[0]))
+        dataset = blocks.map(lambda *columns: _batches(columns, n_x, has_y, has_w))
     else:
+        names = tf.constant(wanted)
 
-        def complete(*columns):
+        def checked(*columns):
             columns = in_order(*columns)
-            for name, column in zip(wanted, columns, strict=True):
-                tf.debugging.assert_equal(
-                    tf.reduce_any(tf.math.is_nan(column)),
-                    False,
-                    message=f"column {name!r} has a missing or NaN value in {pattern!s} "
-                    "(pass missing='drop' to skip such rows)",
-                )
-            return tuple(columns)
+            missing_in = tf.reduce_any(tf.math.is_nan(tf.stack(columns, axis=1)), axis=0)
+            tf.debugging.Assert(
+                tf.logical_not(tf.reduce_any(missing_in)),
+                [
+                    "column",
+                    tf.boolean_mask(names, missing_in),
+                    f"has a missing or NaN value in {pattern!s} (pass missing='drop' to skip "
+                    "such rows)",
+                ],
+            )
+            return _batches(columns, n_x, has_y, has_w)
 
-        blocks = blocks.map(complete, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+        dataset = blocks.map(checked, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
         count = sum(_count_lines(path) for path in files)
     if count == 0:
         raise ValueError(f"{pattern!s}: no data rows.")
-    n_x, has_y, has_w = len(features), y is not None, sample_weight is not None
-    dataset = blocks.map(lambda *columns: _batches(columns, n_x, has_y, has_w))
     return _finish(dataset, batch_size, count)
 
 

@@ -131,3 +131,18 @@ def test_validation_and_epoch_callbacks_see_every_epoch():
     np.testing.assert_allclose(
         history.history["val_loss"][-1], model.evaluate(x[:20], y[:20], verbose=0), rtol=1e-6
     )
+
+
+def test_large_in_memory_epochs_are_compiled_with_xla_unless_told_not_to():
+    x, y = data.noisy_line(n=100_000, seed=0)
+    auto = keras_mle.LinearRegression(m_initializer="zeros")
+    auto.compile(optimizer=keras.optimizers.SGD(0.3))  # jit_compile="auto"
+    auto.fit(x, y, batch_size=50_000, epochs=1, shuffle=False, verbose=0)
+    assert auto.jit_compile is True
+    off = keras_mle.LinearRegression(m_initializer="zeros")
+    off.compile(optimizer=keras.optimizers.SGD(0.3), jit_compile=False)
+    off.fit(x, y, batch_size=50_000, epochs=1, shuffle=False, verbose=0)
+    assert off.jit_compile is False
+    # The same two steps: XLA and the plain graph differ by float32 rounding only.
+    np.testing.assert_allclose(auto.params["m"], off.params["m"], rtol=1e-5)
+    np.testing.assert_allclose(auto.params["b"], off.params["b"], rtol=1e-5)

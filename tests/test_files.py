@@ -83,7 +83,7 @@ def test_csv_missing_values(tmp_path):
     np.testing.assert_array_equal(x[:, 0], [1.0, 2.0, 4.0])
     np.testing.assert_array_equal(y, [2.0, 5.0, 9.0])
     strict = data.csv_dataset(tmp_path / "m.csv", x=["x"], y="y", batch_size=2)
-    with pytest.raises(tf.errors.InvalidArgumentError, match=r"column .{1,2}x.{1,2} has a missing"):
+    with pytest.raises(tf.errors.InvalidArgumentError, match=r"column\W+x\W+has a missing"):
         list(strict)
 
 
