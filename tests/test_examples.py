@@ -25,6 +25,7 @@ def _run_example(name, *args, cwd):
     return result.stdout
 
 
+@pytest.mark.slow  # a fresh process that imports TensorFlow: 12-25 s
 def test_inference_summary_example(tmp_path):
     out = _run_example("inference_summary.py", cwd=tmp_path)
     assert out.count("keras_mle inference:") >= 2

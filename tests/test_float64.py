@@ -26,6 +26,7 @@ def offset_sample():
 
 
 # ---------------------------------------------------------------------------- float64
+@pytest.mark.slow  # a fresh process that imports TensorFlow: 8-15 s
 def test_set_floatx_before_models_in_a_fresh_process():
     """The global switch must come before any layer exists, so it runs in its own process."""
     script = textwrap.dedent(

@@ -195,6 +195,7 @@ def test_demo_plots_writes_the_five_figures(tmp_path):
     assert helpers.red_line_on_blue_points(figure) > ON_PATH
 
 
+@pytest.mark.slow  # a fresh process that imports TensorFlow: 8-14 s
 def test_importing_and_drawing_leave_the_matplotlib_backend_alone(tmp_path):
     script = """
 import matplotlib
