@@ -377,3 +377,15 @@ def test_mixed_precision_reaches_the_float32_fit():
     finally:
         keras.config.set_dtype_policy("float32")
     assert losses["mixed_float16"] == pytest.approx(losses["float32"], rel=1e-2)
+
+
+def test_one_feature_as_a_vector_is_a_column():
+    # As for the linear models, x of shape (N,) is one feature: the networks get (N, 1).
+    x, y = keras_mle.data.noisy_line(n=64, seed=0)
+    net = GaussianNetwork(keras.Sequential([keras.layers.Dense(4, activation="relu")]))
+    net.compile(optimizer=keras.optimizers.Adam(0.01))
+    net.fit(x, y, epochs=1, verbose=0)
+    column = net.predict_distribution(x[:, None])
+    vector = net.predict_distribution(x)
+    np.testing.assert_array_equal(vector["mean"], column["mean"])
+    np.testing.assert_array_equal(vector["sigma"], column["sigma"])

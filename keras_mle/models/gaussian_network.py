@@ -104,7 +104,10 @@ class GaussianNetwork(MaximumLikelihoodModel):
 
     # ---------------------------------------------------------------- the network
     def build(self, input_shape):
-        inputs = keras.KerasTensor(tuple(input_shape), dtype=self.compute_dtype)
+        input_shape = tuple(input_shape)
+        if len(input_shape) == 1:  # one feature as a vector: a column, as `_inputs` feeds it
+            input_shape = (*input_shape, 1)
+        inputs = keras.KerasTensor(input_shape, dtype=self.compute_dtype)
         if self.backbone is not None:
             features = self._features(self.backbone, "backbone", inputs)
             self.mean_head(features)
@@ -125,9 +128,18 @@ class GaussianNetwork(MaximumLikelihoodModel):
             )
         return features
 
+    @staticmethod
+    def _inputs(x):
+        """`x` as the networks take it: one feature given as a vector `(B,)` becomes `(B, 1)`."""
+        shape = None if isinstance(x, dict) else getattr(x, "shape", None)
+        if shape is None or tf.TensorShape(shape).rank != 1:
+            return x
+        return tf.expand_dims(x, -1)
+
     def mean_and_sigma(self, x):
         """`(mu, sigma)` for the inputs `x`, each of shape `(B,)`, in the likelihood dtype."""
         dtype = self.likelihood_dtype
+        x = self._inputs(x)
         if self.backbone is not None:
             features = self.backbone(x)
             mean_features = scale_features = features
@@ -139,6 +151,7 @@ class GaussianNetwork(MaximumLikelihoodModel):
 
     def call(self, x):
         """The mean `mu(x)`, shape `(B,)`."""
+        x = self._inputs(x)
         if self.backbone is not None:
             features = self.backbone(x)
         else:
@@ -176,6 +189,7 @@ class GaussianNetwork(MaximumLikelihoodModel):
             self._check_feature_count(x.shape)
             x = data_lib.cast_for_model(self.x_name, x, self.data_dtype)
             self._build_from_shape(x.shape)
+            x = x[:, None] if x.ndim == 1 else x  # (before the compiled call relaxes its rank)
             dataset = tf.data.Dataset.from_tensor_slices(x).batch(batch_size or 256)
         if self._distribution_function is None:
             self._distribution_function = tf.function(self.mean_and_sigma, reduce_retracing=True)
