@@ -252,6 +252,9 @@ class MaximumLikelihoodModel(keras.Model):
     #: True only for location-scale likelihoods in `y` (Gaussian), whose parameters then map
     #: back exactly; other models (e.g. 0/1 targets) get their features whitened only.
     adapt_targets = False
+    #: The `Adaptation` class `adapt` builds (and a loaded config restores): a model whose
+    #: parameters have roles beyond `adaptation.ROLES` names a subclass that maps them.
+    adaptation_class = Adaptation
 
     def __init__(self, adaptation=None, feature_names=None, fixed=None, **kwargs):
         _check_dtype(kwargs.get("dtype"))
@@ -268,7 +271,9 @@ class MaximumLikelihoodModel(keras.Model):
         # Set by the steps when they refuse a batch; read by the fit/evaluate input-check callback.
         self.train_input_check = InputCheck(name="train_input_check")
         self.test_input_check = InputCheck(name="test_input_check")
-        self._adaptation = None if adaptation is None else Adaptation.from_config(adaptation)
+        self._adaptation = (
+            None if adaptation is None else self.adaptation_class.from_config(adaptation)
+        )
 
     # ---------------------------------------------------------------- parameters
     def add_parameter(self, name: str, shape=(), initializer="zeros", *, positive: bool = False):
@@ -898,7 +903,7 @@ class MaximumLikelihoodModel(keras.Model):
             x, y, _ = self.check_data(x, y, dtype=np.float64)
             self._build_from_shape(x.shape)
             fixed_columns, center = self._adapt_constraints()
-            adaptation = Adaptation.from_data(
+            adaptation = self.adaptation_class.from_data(
                 x,
                 y if self.takes_targets else None,
                 scale_targets=self.adapt_targets,
@@ -942,7 +947,7 @@ class MaximumLikelihoodModel(keras.Model):
             else:
                 moments.update(None, x.reshape(-1))
         fixed_columns, center = self._adapt_constraints()
-        return Adaptation.from_moments(
+        return self.adaptation_class.from_moments(
             moments,
             scale_targets=self.adapt_targets,
             fixed_columns=fixed_columns,

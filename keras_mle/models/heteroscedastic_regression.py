@@ -127,55 +127,13 @@ def _base_roles(roles: dict) -> dict:
 class ExtendedAdaptMixin:
     """`adapt` through `ExtendedAdaptation`, for models with roles of `EXTENDED_ROLES`.
 
-    Put it before the `MaximumLikelihoodModel` subclass in the bases. It does what
-    `MaximumLikelihoodModel.adapt` does (see there), with the larger set of roles, and keeps
-    fixed components fixed working coordinates: fixed log-scale slope columns are held out of
-    the whitening (unless all of them are fixed), and a fixed log-scale intercept leaves `x`
-    uncentred. A model loaded from its config gets the same adaptation class.
+    Put it before the `MaximumLikelihoodModel` subclass in the bases. `MaximumLikelihoodModel.adapt`
+    then builds an `ExtendedAdaptation` (its `adaptation_class`), and fixed components stay fixed
+    working coordinates: fixed log-scale slope columns are held out of the whitening (unless
+    all of them are fixed), and a fixed log-scale intercept leaves `x` uncentred.
     """
 
-    def __init__(self, *args, **kwargs):
-        super().__init__(*args, **kwargs)
-        if self._adaptation is not None:
-            self._adaptation = ExtendedAdaptation.from_config(self._adaptation.get_config())
-
-    def adapt(self, x, y=None, *, reset: bool = True):
-        """Float64 centring and whitening of `x`, and centring and scaling of `y`.
-
-        See `MaximumLikelihoodModel.adapt`; the log-scale parameters map as in
-        `ExtendedAdaptation`.
-
-        Args:
-            x: Features.
-            y: Targets.
-            reset: Re-initialise the parameters in the working space (`False` keeps
-                `model.params`). Defaults to `True`.
-
-        Returns:
-            The model.
-        """
-        x, y, _ = self.check_data(x, y, dtype=np.float64)
-        self._build_from_shape(x.shape)
-        fixed_columns, center = self._adapt_constraints()
-        adaptation = ExtendedAdaptation.from_data(
-            x, y, scale_targets=True, fixed_columns=fixed_columns, center=center
-        )
-        adaptation.check_roles(self.parameter_roles, self.parameter_names)
-        if reset:
-            self._adaptation = adaptation
-            for parameter in self._parameters.values():
-                parameter.reset()
-        else:
-            working = adaptation.to_working(self.user_params_tensors(), self.parameter_roles)
-            self._adaptation = adaptation
-            for name, value in working.items():
-                self._parameters[name].assign(value)
-        for parameter in self._parameters.values():
-            if parameter.is_fixed:
-                self._sync_fixed(parameter)
-        # Compiled steps hold the old statistics as constants.
-        self.train_function = self.test_function = self.predict_function = None
-        return self
+    adaptation_class = ExtendedAdaptation
 
     def _adapt_constraints(self):
         fixed_columns, center = super()._adapt_constraints()
