@@ -190,7 +190,7 @@ def csv_dataset(
             return tuple(tf.boolean_mask(c, keep) for c in columns)
 
         blocks = blocks.map(complete).rebatch(batch_size)
-        count = int(blocks.reduce(np.int64(0), lambda n, *c: n + tf.shape(c[0], tf.int64)[0]))
+        count = int(blocks.reduce(np.int64(0), lambda n, c: n + tf.shape(c[0], tf.int64)[0]))
         dataset = blocks.map(lambda *columns: _batches(columns, n_x, has_y, has_w))
     else:
         names = tf.constant(wanted)

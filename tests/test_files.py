@@ -82,6 +82,9 @@ def test_csv_missing_values(tmp_path):
     x, y = (np.concatenate([b[i] for b in dropped]) for i in range(2))
     np.testing.assert_array_equal(x[:, 0], [1.0, 2.0, 4.0])
     np.testing.assert_array_equal(y, [2.0, 5.0, 9.0])
+    # The 3 complete rows in batches of one: 3 batches, as many as are read.
+    single = data.csv_dataset(tmp_path / "m.csv", x=["x"], y="y", batch_size=1, missing="drop")
+    assert single.cardinality() == 3 == len(list(single))
     strict = data.csv_dataset(tmp_path / "m.csv", x=["x"], y="y", batch_size=2)
     with pytest.raises(tf.errors.InvalidArgumentError, match=r"column\W+x\W+has a missing"):
         list(strict)
