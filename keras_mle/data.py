@@ -23,6 +23,10 @@ __all__ = [
     "gaussian_sample",
     "check_array",
     "check_xy",
+    "check_inputs",
+    "num_rows",
+    "inputs_shape",
+    "take_rows",
     "check_sample_weight",
     "check_positive_int",
     "check_optional_positive_int",
@@ -126,17 +130,21 @@ def stack_batches(x, y=None, sample_weight=None, *, batch_size: int, repeats: in
     """
     check_positive_int("batch_size", batch_size)
     check_positive_int("repeats", repeats)
-    x, y = check_xy(x, y)
-    sample_weight = check_sample_weight(sample_weight, len(x))
+    x, y = check_xy(x, y, x_ndim=None if isinstance(x, dict) or np.ndim(x) > 2 else (1, 2))
+    n = num_rows(x)
+    sample_weight = check_sample_weight(sample_weight, n)
     # A batch larger than the data is the full batch (shapes, hence memory, follow the data).
-    batch_size = min(batch_size, len(x))
-    full = len(x) // batch_size * batch_size
+    batch_size = min(batch_size, n)
+    full = n // batch_size * batch_size
+
+    def stack(a):
+        return tf.constant(a[:full].reshape(-1, batch_size, *a.shape[1:]))
 
     def split(a):
         if a is None:
             return None, None
-        stacked = tf.constant(a[:full].reshape(-1, batch_size, *a.shape[1:]))
-        return stacked, (tf.constant(a[full:]) if full < len(a) else None)
+        last = tf.nest.map_structure(lambda a: tf.constant(a[full:]), a) if full < n else None
+        return tf.nest.map_structure(stack, a), last
 
     (x, last_x), (y, last_y), (w, last_w) = split(x), split(y), split(sample_weight)
     return EpochBatches(
@@ -178,15 +186,16 @@ def array_dataset(arrays: tuple, *, batch_size: int, shuffle: bool = False):
     own adapter does (so `keras.utils.set_random_seed` fixes it).
 
     Args:
-        arrays: Checked arrays with the same first dimension, e.g. `(x, y, sample_weight)`.
+        arrays: Checked arrays with the same first dimension, e.g. `(x, y, sample_weight)`;
+            `x` may be a dict of arrays (a network's named inputs).
         batch_size: Rows per batch.
         shuffle: Shuffle the rows at each pass. Defaults to `False`.
     """
     check_positive_int("batch_size", batch_size)
-    n = len(arrays[0])
+    n = num_rows(arrays[0])
     batch_size = min(batch_size, n)  # a batch larger than the data is the full batch
     num_batches = -(-n // batch_size)
-    tensors = tuple(tf.constant(a) for a in arrays)
+    tensors = tf.nest.map_structure(tf.constant, tuple(arrays))
     data = tf.data.Dataset.from_tensors(tensors).repeat()
     if shuffle:
 
@@ -202,13 +211,13 @@ def array_dataset(arrays: tuple, *, batch_size: int, shuffle: bool = False):
         )
 
         def take(rows, arrays):
-            return tuple(tf.gather(a, rows) for a in arrays)
+            return tf.nest.map_structure(lambda a: tf.gather(a, rows), arrays)
 
     else:
         keys = tf.data.Dataset.range(num_batches)
 
         def take(i, arrays):
-            return tuple(a[i * batch_size : (i + 1) * batch_size] for a in arrays)
+            return tf.nest.map_structure(lambda a: a[i * batch_size : (i + 1) * batch_size], arrays)
 
     if len(arrays) == 1:
         dataset = tf.data.Dataset.zip((keys, data)).map(lambda key, a: take(key, a)[0])
@@ -219,6 +228,10 @@ def array_dataset(arrays: tuple, *, batch_size: int, shuffle: bool = False):
     return dataset.prefetch(1)
 
 
+#: A model's inputs inside the epoch types: one tensor, or a dict of them (named inputs).
+Inputs = typing.Union[tf.Tensor, typing.Mapping[str, tf.Tensor]]  # noqa: UP007
+
+
 class EpochBatches(tf.experimental.ExtensionType):
     """`repeats` passes over the batches of one epoch (see `stack_batches`).
 
@@ -227,10 +240,10 @@ class EpochBatches(tf.experimental.ExtensionType):
     shorter batch, or `None`.
     """
 
-    x: tf.Tensor
+    x: Inputs
     y: typing.Optional[tf.Tensor]  # noqa: UP045 (ExtensionType reads typing.Optional)
     sample_weight: typing.Optional[tf.Tensor]  # noqa: UP045
-    last_x: typing.Optional[tf.Tensor]  # noqa: UP045
+    last_x: typing.Optional[Inputs]  # noqa: UP045
     last_y: typing.Optional[tf.Tensor]  # noqa: UP045
     last_sample_weight: typing.Optional[tf.Tensor]  # noqa: UP045
     repeats: tf.Tensor
@@ -245,7 +258,7 @@ class EpochArrays(tf.experimental.ExtensionType):
     divide the rows, exactly the batches of Keras' own array adapter.
     """
 
-    x: tf.Tensor
+    x: Inputs
     y: typing.Optional[tf.Tensor]  # noqa: UP045 (ExtensionType reads typing.Optional)
     sample_weight: typing.Optional[tf.Tensor]  # noqa: UP045
     order: typing.Optional[tf.Tensor]  # noqa: UP045
@@ -270,8 +283,10 @@ def epoch_arrays(
         first_epoch: The epoch of the first element. Defaults to `0`.
     """
     check_positive_int("batch_size", batch_size)
-    n = len(x)
-    tensors = [None if a is None else tf.constant(a) for a in (x, y, sample_weight)]
+    n = num_rows(x)
+    tensors = [
+        None if a is None else tf.nest.map_structure(tf.constant, a) for a in (x, y, sample_weight)
+    ]
     batch_size = min(batch_size, n)
 
     def epoch(e):
@@ -324,16 +339,69 @@ def check_array(name: str, value, *, dtype=None, ndim: tuple[int, ...] = (1, 2))
     return array
 
 
-def check_xy(x, y=None, *, dtype=None, x_name: str = "x", y_name: str = "y"):
+_ANY_RANK = tuple(range(1, 9))
+
+
+def check_inputs(name: str, x, *, dtype=None, ndim=(1, 2)):
+    """Checks the inputs `x` of a model: one array, or (with `ndim=None`) a dict of arrays.
+
+    Args:
+        name: Argument name used in error messages (a dict's entries are `name['key']`).
+        x: Array-like, or a dict of them for a network with several named inputs.
+        dtype: As for `check_array`.
+        ndim: Allowed numbers of dimensions, or `None`: any array of one dimension or more
+            (images, sequences), or a dict of such arrays with string keys and equal lengths:
+            whatever a network accepts. Defaults to `(1, 2)`.
+
+    Returns:
+        The checked array, or a dict of checked arrays.
+    """
+    if isinstance(x, typing.Mapping) and not hasattr(x, "iloc"):
+        if ndim is not None:
+            raise TypeError(
+                f"{name} must be one array of shape (N,) or (N, k), got a dict of "
+                f"{len(x)} input(s): this model takes one feature matrix."
+            )
+        if not x or not all(isinstance(key, str) for key in x):
+            raise ValueError(
+                f"{name} must be a non-empty dict with string keys, got keys {list(x)}."
+            )
+        arrays = {
+            key: check_array(f"{name}[{key!r}]", x[key], dtype=dtype, ndim=_ANY_RANK) for key in x
+        }
+        lengths = {key: len(array) for key, array in arrays.items()}
+        if len(set(lengths.values())) > 1:
+            raise ValueError(f"{name}: the inputs have different numbers of rows: {lengths}.")
+        return arrays
+    return check_array(name, x, dtype=dtype, ndim=_ANY_RANK if ndim is None else ndim)
+
+
+def num_rows(x) -> int:
+    """The number of rows of checked inputs (an array or a dict of arrays)."""
+    return len(tf.nest.flatten(x)[0])
+
+
+def inputs_shape(x):
+    """The shape of checked inputs: a tuple, or a dict of tuples for named inputs."""
+    return tf.nest.map_structure(lambda a: tuple(a.shape), x) if isinstance(x, dict) else x.shape
+
+
+def take_rows(x, index):
+    """`x[index]` for an array, a dict of arrays (named inputs) or `None`."""
+    return None if x is None else tf.nest.map_structure(lambda a: a[index], x)
+
+
+def check_xy(x, y=None, *, dtype=None, x_name: str = "x", y_name: str = "y", x_ndim=(1, 2)):
     """Checks features `x` of shape `(N,)` or `(N, k)` and targets `y` of shape `(N,)`.
 
     A `y` of shape `(N, 1)` is flattened to `(N,)`; any other second dimension is refused, so the
     loss can never broadcast `(N,)` predictions against `(N, 1)` targets into an `(N, N)` matrix.
+    `x_ndim` is `check_inputs`' `ndim` (`None` for a network's images or dict of inputs).
 
     Returns:
         `(x, y)` as NumPy arrays (`y` is `None` when not given).
     """
-    x = check_array(x_name, x, dtype=dtype)
+    x = check_inputs(x_name, x, dtype=dtype, ndim=x_ndim)
     if y is None:
         return x, None
     y = check_array(y_name, y, dtype=dtype)
@@ -343,8 +411,10 @@ def check_xy(x, y=None, *, dtype=None, x_name: str = "x", y_name: str = "y"):
                 f"{y_name} must have shape (N,) or (N, 1), got {y.shape}: one target per row."
             )
         y = y[:, 0]
-    if len(y) != len(x):
-        raise ValueError(f"{x_name} and {y_name} have different lengths: {len(x)} and {len(y)}.")
+    if len(y) != num_rows(x):
+        raise ValueError(
+            f"{x_name} and {y_name} have different lengths: {num_rows(x)} and {len(y)}."
+        )
     return x, y
 
 
@@ -417,6 +487,8 @@ def cast_for_model(name: str, array: np.ndarray, dtype) -> np.ndarray:
     the spread of the data nears the dtype's resolution at their offset (e.g. x near 1e8 with a
     spread of 100 in float32, whose values there are 8 apart).
     """
+    if isinstance(array, dict):  # a network's named inputs
+        return {key: cast_for_model(f"{name}[{key!r}]", a, dtype) for key, a in array.items()}
     dtype = np.dtype(dtype)
     if array.dtype == dtype:
         return array

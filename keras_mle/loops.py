@@ -114,14 +114,18 @@ def train(
     x, y, sample_weight = model.check_data(x, y, sample_weight)
     if getattr(model, "optimizer", None) is not optimizer:
         model.compile(optimizer=optimizer)
-    model.prepare_training(x.shape, x[:1], None if y is None else y[:1])
+    model.prepare_training(
+        data_lib.inputs_shape(x),
+        data_lib.take_rows(x, slice(0, 1)),
+        data_lib.take_rows(y, slice(0, 1)),
+    )
     if validation_data is not None:
         validation_data = model.validation_dataset(validation_data, batch_size)
     optimizer = model.optimizer  # compile() may wrap it (mixed precision)
     if not optimizer.built:
         optimizer.build(model.trainable_variables)
 
-    n = len(x)
+    n = data_lib.num_rows(x)
     steps = math.ceil(n / batch_size)
     callbacks = [InputCheckCallback(), *(callbacks or [])]
     if checkpoint_dir is not None:
@@ -153,7 +157,7 @@ def train(
             callback_list.on_epoch_begin(epoch)
             if shuffle or batches is None:
                 order = np.random.permutation(n) if shuffle else slice(None)
-                batches = [None if a is None else a[order] for a in (x, y, sample_weight)]
+                batches = [data_lib.take_rows(a, order) for a in (x, y, sample_weight)]
                 if mode != "eager":
                     batches = data_lib.stack_batches(*batches, batch_size=batch_size)
             logs = run_epoch(model, batches, batch_size, callback_list, steps)
@@ -200,13 +204,16 @@ def _epoch_logs(model):
 def _eager_epoch(model, batches, batch_size, callback_list, steps):
     x, y, sample_weight = batches
     model.reset_metrics()
-    for step, start in enumerate(range(0, len(x), batch_size)):
+    for step, start in enumerate(range(0, data_lib.num_rows(x), batch_size)):
         callback_list.on_train_batch_begin(step)
         batch = slice(start, start + batch_size)
         model.apply_step(
-            tf.constant(x[batch]),
-            None if y is None else tf.constant(y[batch]),
-            None if sample_weight is None else tf.constant(sample_weight[batch]),
+            *(
+                None
+                if a is None
+                else tf.nest.map_structure(tf.constant, data_lib.take_rows(a, batch))
+                for a in (x, y, sample_weight)
+            )
         )
         callback_list.on_train_batch_end(step, model.get_metrics_result())
         if model.stop_training:

@@ -166,14 +166,6 @@ def test_backbone_must_output_features():
         model.build((None, 4, 4, 1))
 
 
-def test_dict_inputs_are_refused_clearly():
-    x, y = _data()
-    model = GaussianNetwork(keras.Sequential([keras.layers.Dense(3)]))
-    model.compile(optimizer="sgd")
-    with pytest.raises(TypeError, match="x must be numeric"):
-        model.fit({"a": x[:, :1], "b": x[:, 1:]}, y, epochs=1, verbose=0)
-
-
 @pytest.mark.parametrize(
     "kwargs, error, message",
     [

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import typing
 import warnings
 
 import keras
@@ -244,6 +245,10 @@ class MaximumLikelihoodModel(keras.Model):
     takes_targets = True
     #: Name of the first data argument in error messages.
     x_name = "x"
+    #: Numbers of dimensions the inputs may have: `(1, 2)` for a feature matrix (one feature may
+    #: come as a vector), or `None` for a network: any array of one dimension or more (images,
+    #: sequences) or a dict of arrays (named inputs), whatever the network accepts.
+    input_ndim = (1, 2)
     #: What `sample_loss` returns: `"nll"`, or `"squared_error"` (OLS conventions in inference).
     sample_loss_kind = "nll"
     #: Role of each parameter under `adapt` ("slope", "intercept", "scale"); None: no `adapt`.
@@ -991,7 +996,8 @@ class MaximumLikelihoodModel(keras.Model):
         y = _flat_targets(y)
         if self._adaptation is not None:
             return self._adaptation.transform(x, y, dtype=dtype)
-        return tf.cast(x, dtype), None if y is None else tf.cast(y, dtype)
+        x = tf.nest.map_structure(lambda a: tf.cast(a, dtype), x)
+        return x, None if y is None else tf.cast(y, dtype)
 
     def user_losses(self, sample_losses):
         """Per-sample working-space losses in the user's units (unchanged when not adapted)."""
@@ -1083,17 +1089,20 @@ class MaximumLikelihoodModel(keras.Model):
         the epoch is one compiled call. The arrays were checked before training, so the steps
         do not examine their batches (`checked=True`); the loop ends at a refused step.
         """
-        n = epoch.x.shape[0]
+        n = tf.nest.flatten(epoch.x)[0].shape[0]
         size = epoch.batch_size
         full, last = divmod(n, size)
 
-        def rows(a, start, count):
-            if a is None:
-                return None
+        def take(a, start, count):
             if epoch.order is None:
                 begin = tf.concat([[start], tf.zeros([a.shape.rank - 1], tf.int32)], 0)
                 return tf.slice(a, begin, [count, *a.shape[1:]])
             return tf.gather(a, tf.slice(epoch.order, [start], [count]))
+
+        def rows(a, start, count):
+            if a is None:
+                return None
+            return _structure(tf.nest.map_structure(lambda a: take(a, start, count), a))
 
         def batch(start, count):
             self.apply_step(
@@ -1155,7 +1164,7 @@ class MaximumLikelihoodModel(keras.Model):
         """
 
         def take(a, i):
-            return None if a is None else a[i]
+            return None if a is None else _structure(tf.nest.map_structure(lambda a: a[i], a))
 
         def step(i):
             self.apply_step(
@@ -1170,13 +1179,16 @@ class MaximumLikelihoodModel(keras.Model):
 
         def epoch(e):
             tf.while_loop(
-                lambda i: tf.logical_and(i < tf.shape(batches.x)[0], clean()),
+                lambda i: tf.logical_and(i < tf.shape(tf.nest.flatten(batches.x)[0])[0], clean()),
                 step,
                 (tf.constant(0),),
             )
             if batches.last_x is not None:
                 self.apply_step(
-                    batches.last_x, batches.last_y, batches.last_sample_weight, checked=True
+                    _structure(batches.last_x),
+                    batches.last_y,
+                    batches.last_sample_weight,
+                    checked=True,
                 )
             return (e + 1,)
 
@@ -1320,12 +1332,12 @@ class MaximumLikelihoodModel(keras.Model):
         if not self.takes_targets and y is not None:
             raise ValueError(f"y must be None: {type(self).__name__} fits a sample, not targets.")
         columns = self.check_feature_names(x)
-        x, y = data_lib.check_xy(x, y, x_name=self.x_name)
+        x, y = data_lib.check_xy(x, y, x_name=self.x_name, x_ndim=self.input_ndim)
         if self.takes_targets and y is None:
             raise ValueError(f"y is required: {type(self).__name__} fits targets y given x.")
-        sample_weight = data_lib.check_sample_weight(sample_weight, len(x))
-        self.check_input_shape(x.shape)
-        self._check_feature_count(x.shape)
+        sample_weight = data_lib.check_sample_weight(sample_weight, data_lib.num_rows(x))
+        self.check_input_shape(data_lib.inputs_shape(x))
+        self._check_feature_count(data_lib.inputs_shape(x))
         if columns is not None and self._feature_names is None:
             self._feature_names = columns
         x = data_lib.cast_for_model(self.x_name, x, dtype)
@@ -1366,6 +1378,8 @@ class MaximumLikelihoodModel(keras.Model):
 
     def _check_feature_count(self, shape) -> None:
         names = self._feature_names
+        if isinstance(shape, dict):  # named inputs: their names are the dict's keys
+            return
         features = 1 if len(shape) == 1 else shape[-1]
         if names is not None and features is not None and features != len(names):
             raise ValueError(
@@ -1462,12 +1476,16 @@ class MaximumLikelihoodModel(keras.Model):
                     self._components(*held_out),
                     batch_size=validation_batch_size or batch_size or 32,
                 )
-            self.prepare_training(x.shape, x[:1], None if y is None else y[:1])
+            self.prepare_training(
+                data_lib.inputs_shape(x),
+                data_lib.take_rows(x, slice(0, 1)),
+                None if y is None else y[:1],
+            )
             # Whole epochs in one compiled call each (`train_arrays`), unless a strategy, a
             # callback acting between batches or `steps_per_epoch` needs Keras' batches.
             if (
                 steps_per_epoch is None
-                and self.distribute_strategy.num_replicas_in_sync == 1
+                and _default_strategy(self)
                 and not _watches_batches(callbacks)
             ):
                 epochs_of = (x, y, sample_weight)
@@ -1488,7 +1506,7 @@ class MaximumLikelihoodModel(keras.Model):
             self.shuffle_seed = None  # a restored backup sets the seed of the run it continues
         initial_epoch = checkpoint.initial_epoch(callbacks, self, initial_epoch)
         if epochs_of is not None:
-            if getattr(self, "_auto_jit", False) and len(epochs_of[0]) >= _XLA_ROWS:
+            if getattr(self, "_auto_jit", False) and data_lib.num_rows(epochs_of[0]) >= _XLA_ROWS:
                 # Keras' "auto" leaves XLA off on CPU; an epoch over this many rows is one
                 # compiled call that XLA makes several times faster, for a second's compile.
                 if not self.jit_compile:
@@ -1541,7 +1559,11 @@ class MaximumLikelihoodModel(keras.Model):
             _check_callbacks(callbacks)
         if _is_in_memory(x):
             x, y, sample_weight = self.check_data(x, y, sample_weight)
-            self.prepare_training(x.shape, x[:1], None if y is None else y[:1])
+            self.prepare_training(
+                data_lib.inputs_shape(x),
+                data_lib.take_rows(x, slice(0, 1)),
+                None if y is None else y[:1],
+            )
             x = data_lib.array_dataset(
                 self._components(x, y, sample_weight), batch_size=batch_size or 32
             )
@@ -1560,18 +1582,26 @@ class MaximumLikelihoodModel(keras.Model):
         data_lib.check_optional_positive_int("steps", steps)
         _check_callbacks(callbacks)
         if _is_in_memory(x):
-            self.check_feature_names(x)
-            x = data_lib.check_array(self.x_name, x)
-            self.check_input_shape(x.shape)
-            self._check_feature_count(x.shape)
-            x = data_lib.cast_for_model(self.x_name, x, self.data_dtype)
-            self._build_from_shape(x.shape)
+            x = self.check_inputs(x)
             x = data_lib.array_dataset((x,), batch_size=batch_size or 32)
         elif isinstance(x, tf.data.Dataset):
-            shape = _x_spec(self, x.element_spec).shape
+            shape = _spec_shape(_x_spec(self, x.element_spec))
             self.check_input_shape(shape)
             self._build_from_shape(shape)
         return super().predict(x, verbose=verbose, steps=steps, callbacks=callbacks)
+
+    def check_inputs(self, x):
+        """In-memory inputs `x` checked as `predict` takes them, in the model's dtype.
+
+        The model is built for them if it was not. Raises as `check_data` does.
+        """
+        self.check_feature_names(x)
+        x = data_lib.check_inputs(self.x_name, x, ndim=self.input_ndim)
+        self.check_input_shape(data_lib.inputs_shape(x))
+        self._check_feature_count(data_lib.inputs_shape(x))
+        x = data_lib.cast_for_model(self.x_name, x, self.data_dtype)
+        self._build_from_shape(data_lib.inputs_shape(x))
+        return x
 
     def _components(self, x, y, sample_weight):
         # The element layout of `_unpack`: (x, y, w) for a regression, (x, w) for a sample.
@@ -1580,8 +1610,12 @@ class MaximumLikelihoodModel(keras.Model):
 
     def _build_from_shape(self, shape):
         if not self.built:
+            if isinstance(shape, dict):
+                shape = {key: tuple(value) for key, value in shape.items()}
+            else:
+                shape = tuple(shape)
             with self.distribute_strategy.scope():
-                self.build(tuple(shape))
+                self.build(shape)
 
     def prepare_training(self, shape, x_example, y_example):
         """Builds the model, and any compiled metrics, before Keras' first step.
@@ -1594,7 +1628,8 @@ class MaximumLikelihoodModel(keras.Model):
         self._build_from_shape(shape)
         if len(self.metrics) > 1 and self.distribute_strategy.num_replicas_in_sync == 1:
             y = None if y_example is None else tf.constant(y_example)
-            self.compute_metrics(*self._metric_inputs(tf.constant(x_example), y))
+            x = tf.nest.map_structure(tf.constant, x_example)
+            self.compute_metrics(*self._metric_inputs(x, y))
             self.reset_metrics()
 
     def _check_stream(self, x, y, sample_weight, batch_size, validation_split):
@@ -1622,8 +1657,12 @@ class MaximumLikelihoodModel(keras.Model):
                     "x: keras_mle.data.epoch_dataset is a single-device fast path; under a "
                     "tf.distribute strategy pass the arrays to fit(x, y) instead."
                 )
-            example = tf.zeros([1, *(d or 1 for d in spec.x.shape[2:])], spec.x.dtype)
-            self.prepare_training((None, *spec.x.shape[2:]), example, tf.zeros([1], spec.x.dtype))
+            x_spec = spec.x
+            self.prepare_training(
+                _spec_shape(x_spec, skip=1),
+                _spec_example(x_spec, skip=1),
+                tf.zeros([1], _spec_dtype(x_spec)),
+            )
             return
         x_spec = _x_spec(self, spec)
         for component in tf.nest.flatten(spec):
@@ -1633,12 +1672,13 @@ class MaximumLikelihoodModel(keras.Model):
                     "batch it first, e.g. dataset.batch(256)."
                 )
         _, y_spec, _ = self._unpack(spec, in_step=False)
-        self.check_input_shape(x_spec.shape)
-        self._check_feature_count(x_spec.shape)
+        self.check_input_shape(_spec_shape(x_spec))
+        self._check_feature_count(_spec_shape(x_spec))
         if y_spec is not None:
             self._checked_target_shape(tf.zeros([1, *(d or 1 for d in y_spec.shape[1:])]))
-        example = tf.zeros([1, *(d or 1 for d in x_spec.shape[1:])], x_spec.dtype)
-        self.prepare_training(x_spec.shape, example, tf.zeros([1], x_spec.dtype))
+        self.prepare_training(
+            _spec_shape(x_spec), _spec_example(x_spec), tf.zeros([1], _spec_dtype(x_spec))
+        )
 
     def validation_dataset(self, validation_data, batch_size: int):
         """`validation_data` as `fit` takes it, checked, as a dataset in the model's dtype.
@@ -1776,12 +1816,39 @@ def _fixed_arrays(name, value, shape, positive):
 
 
 def _x_spec(model, spec):
+    """The inputs' part of a dataset's element spec: a `tf.TensorSpec`, or for a network a
+    dict of them (named inputs)."""
     x_spec, _, _ = keras.utils.unpack_x_y_sample_weight(spec)
-    if not isinstance(x_spec, tf.TensorSpec):
+    named = (
+        model.input_ndim is None
+        and isinstance(x_spec, typing.Mapping)
+        and len(x_spec) > 0
+        and all(isinstance(s, tf.TensorSpec) for s in x_spec.values())
+    )
+    if not (isinstance(x_spec, tf.TensorSpec) or named):
         raise ValueError(
             f"{model.x_name}: {type(model).__name__} takes one input tensor, got {x_spec}."
         )
-    return x_spec
+    return dict(x_spec) if named else x_spec
+
+
+def _spec_shape(x_spec, skip=0):
+    """The shape of a batch of `x_spec` (a dict of them for named inputs), without the first
+    `skip` dimensions (the batch stack of an `EpochBatches`)."""
+    if isinstance(x_spec, typing.Mapping):
+        return {key: _spec_shape(s, skip) for key, s in x_spec.items()}
+    return x_spec.shape[skip:]
+
+
+def _spec_example(x_spec, skip=0):
+    """One row of zeros as a batch of `x_spec` (a dict of them for named inputs)."""
+    if isinstance(x_spec, typing.Mapping):
+        return {key: _spec_example(s, skip) for key, s in x_spec.items()}
+    return tf.zeros([1, *(d or 1 for d in x_spec.shape[skip + 1 :])], x_spec.dtype)
+
+
+def _spec_dtype(x_spec):
+    return tf.nest.flatten(x_spec)[0].dtype
 
 
 def _check_dtype(dtype):
@@ -1892,15 +1959,30 @@ def _check_validation_split(value):
     return number
 
 
+def _default_strategy(model) -> bool:
+    """Whether `model` trains under no `tf.distribute` strategy (one device, no replicas).
+
+    The in-graph epoch of `train_arrays` applies the optimizer inside a `tf.while_loop`, which a
+    strategy's cross-replica `merge_call` does not allow, even a `MirroredStrategy` of one device.
+    """
+    with model.distribute_strategy.scope():
+        return not tf.distribute.has_strategy()
+
+
+def _structure(x):
+    """A batch as networks take it: an epoch type's (immutable) mapping as a plain dict."""
+    return dict(x) if isinstance(x, typing.Mapping) else x
+
+
 def _split(arrays, fraction):
     """Keras' `validation_split`: the last `fraction` of the rows, before any shuffling."""
-    n = len(arrays[0])
+    n = data_lib.num_rows(arrays[0])
     at = int(math.floor(n * (1.0 - fraction)))
     if at == 0 or at == n:
         raise ValueError(
             f"validation_split={fraction!r} leaves {at} training and {n - at} validation rows "
             f"of {n}: both need at least one."
         )
-    train = tuple(None if a is None else a[:at] for a in arrays)
-    validation = tuple(None if a is None else a[at:] for a in arrays)
+    train = tuple(data_lib.take_rows(a, slice(None, at)) for a in arrays)
+    validation = tuple(data_lib.take_rows(a, slice(at, None)) for a in arrays)
     return train, validation

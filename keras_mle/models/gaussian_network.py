@@ -9,7 +9,7 @@ import tensorflow as tf
 from keras_mle import data as data_lib
 from keras_mle import distributions, losses
 from keras_mle import metrics as metrics_lib
-from keras_mle.models.base import MaximumLikelihoodModel
+from keras_mle.models.base import MaximumLikelihoodModel, _spec_shape, _x_spec
 
 __all__ = ["GaussianNetwork"]
 
@@ -37,9 +37,12 @@ class GaussianNetwork(MaximumLikelihoodModel):
     `tf.distribute`, `keras_mle.loops`); `call(x)` (hence `predict` and the compiled metrics)
     is the mean, and `keras_mle.metrics.GaussianMetric`s among the compiled metrics see the
     mean and `sigma`. The backbone must map a batch to `(batch, features)` (end an image
-    network with `Flatten` or a global pooling). The statistics hooks that need named
-    parameters (`keras_mle.inference`, `score`, `observed_information`, `refine`) and `adapt`
-    raise `NotImplementedError`; `per_sample_loss` works.
+    network with `Flatten` or a global pooling). The inputs are whatever the networks take: a
+    feature matrix, images or sequences (arrays of any rank), or a dict of arrays for a
+    functional network with named inputs, in memory or from a `tf.data.Dataset`. The
+    statistics hooks that need named parameters (`keras_mle.inference`, `score`,
+    `observed_information`, `refine`) and `adapt` raise `NotImplementedError`;
+    `per_sample_loss` works.
 
     Example:
 
@@ -64,6 +67,8 @@ class GaussianNetwork(MaximumLikelihoodModel):
         TypeError: if a network is not a Keras layer.
         ValueError: for a bad combination of networks, a bad `scale_floor`, or `fixed`.
     """
+
+    input_ndim = None
 
     def __init__(
         self, backbone=None, *, mean=None, scale=None, scale_floor=losses.SCALE_FLOOR, **kwargs
@@ -104,10 +109,16 @@ class GaussianNetwork(MaximumLikelihoodModel):
 
     # ---------------------------------------------------------------- the network
     def build(self, input_shape):
-        input_shape = tuple(input_shape)
-        if len(input_shape) == 1:  # one feature as a vector: a column, as `_inputs` feeds it
-            input_shape = (*input_shape, 1)
-        inputs = keras.KerasTensor(input_shape, dtype=self.compute_dtype)
+        if isinstance(input_shape, dict):  # named inputs
+            inputs = {
+                key: keras.KerasTensor(tuple(shape), dtype=self.compute_dtype, name=key)
+                for key, shape in input_shape.items()
+            }
+        else:
+            input_shape = tuple(input_shape)
+            if len(input_shape) == 1:  # one feature as a vector: a column, as `_inputs` feeds it
+                input_shape = (*input_shape, 1)
+            inputs = keras.KerasTensor(input_shape, dtype=self.compute_dtype)
         if self.backbone is not None:
             features = self._features(self.backbone, "backbone", inputs)
             self.mean_head(features)
@@ -122,9 +133,10 @@ class GaussianNetwork(MaximumLikelihoodModel):
         features = network(inputs)
         if not isinstance(features, keras.KerasTensor) or len(features.shape) != 2:
             shape = getattr(features, "shape", type(features).__name__)
+            given = tf.nest.map_structure(lambda t: tuple(t.shape), inputs)
             raise ValueError(
                 f"{argument} must map a batch to (batch, features), got {shape} for inputs "
-                f"{tuple(inputs.shape)}: end it with Flatten() or a global pooling layer."
+                f"{given}: end it with Flatten() or a global pooling layer."
             )
         return features
 
@@ -179,17 +191,13 @@ class GaussianNetwork(MaximumLikelihoodModel):
         batch_size = data_lib.check_optional_positive_int("batch_size", batch_size)
         if isinstance(x, tf.data.Dataset):
             dataset = x.map(lambda *e: keras.utils.unpack_x_y_sample_weight(e)[0])
-            shape = dataset.element_spec.shape
+            shape = _spec_shape(_x_spec(self, dataset.element_spec))
             self.check_input_shape(shape)
             self._build_from_shape(shape)
         else:
-            self.check_feature_names(x)
-            x = data_lib.check_array(self.x_name, x, ndim=(1, 2, 3, 4, 5))
-            self.check_input_shape(x.shape)
-            self._check_feature_count(x.shape)
-            x = data_lib.cast_for_model(self.x_name, x, self.data_dtype)
-            self._build_from_shape(x.shape)
-            x = x[:, None] if x.ndim == 1 else x  # (before the compiled call relaxes its rank)
+            x = self.check_inputs(x)
+            if not isinstance(x, dict) and x.ndim == 1:
+                x = x[:, None]  # (before the compiled call relaxes its rank)
             dataset = tf.data.Dataset.from_tensor_slices(x).batch(batch_size or 256)
         if self._distribution_function is None:
             self._distribution_function = tf.function(self.mean_and_sigma, reduce_retracing=True)

@@ -69,8 +69,9 @@ class InputCheck(keras.metrics.Metric):
 
         `examine=False` is for batches of data checked before training: the step is then refused
         as `DIVERGED` without looking at the batch, whose capture in the `tf.cond` would cost a
-        copy of it. On one device this is a single `tf.cond` per step; under a multi-replica
-        strategy the examination is all-reduced so that every replica decides alike (`apply_if`).
+        copy of it. On one device this is a single `tf.cond` per step; under a `tf.distribute`
+        strategy (even of one replica) the examination is all-reduced so that every replica
+        decides alike (`apply_if`).
         """
         negative = (
             tf.constant(False)
@@ -104,7 +105,8 @@ class InputCheck(keras.metrics.Metric):
             self.problems.assign(tf.where(first, tf.cast(problems, "float32"), self.problems))
 
         context = tf.distribute.get_replica_context()
-        if context is not None and context.num_replicas_in_sync > 1:
+        if context is not None and tf.distribute.has_strategy():
+            # (Any strategy, even one replica: its optimizer's merge_call cannot run in a cond.)
             flags = tf.cond(
                 suspect,
                 lambda: tf.concat([examined(), [1.0]], 0),
@@ -260,7 +262,7 @@ def _examine(x, y, sample_weight, negative):
 
     none = tf.constant(False)
     flags = [
-        bad(x),
+        tf.reduce_any([bad(part) for part in tf.nest.flatten(x)]),  # (a dict: named inputs)
         none if y is None else bad(y),
         none if sample_weight is None else bad(sample_weight),
         negative,
