@@ -6,6 +6,10 @@ package (whose `__init__` imports TensorFlow, so that saved models load in any p
 inputs are valid it imports `keras_mle.cli`, the half that fits and reports, with TensorFlow's
 start-up log lines silenced, and hands it the parsed arguments and the columns it read.
 
+`--data` names one CSV file, read here into memory (`Columns`), or a glob of CSV files
+(`'shards/part-*.csv'`, quoted), checked here without holding their rows (`Stream`: the files
+exist, are UTF-8 with the same header, the columns are there) and streamed by `keras_mle.cli`.
+
 Exit codes: 0 for an answer, 1 when there is no trustworthy answer (the fit diverged or did not
 converge, a saved model holds non-finite parameters), 2 for bad input (one line on stderr,
 nothing written).
@@ -15,17 +19,20 @@ from __future__ import annotations
 
 import argparse
 import ast
+import codecs
 import csv
+import glob
 import importlib
 import importlib.util
 import io
 import json
 import math
 import os
+import re
 import sys
 import tempfile
 
-__all__ = ["main", "build_parser", "read_columns", "UsageError", "FitError"]
+__all__ = ["main", "build_parser", "read_columns", "scan_files", "UsageError", "FitError"]
 
 #: The models `keras-mle fit` trains, by command-line name: the class and the default optimizer.
 #: After `adapt` the squared-error Hessian is 2 I, so SGD(0.5) solves `linear` in one step and
@@ -60,6 +67,12 @@ CHECKPOINT_RECORD = "keras_mle_cli.json"
 MISSING_CELLS = frozenset({"", "na", "n/a", "nan", "null", "#n/a"})
 SEPARATORS = {",": ",", ";": ";", "\t": "\t", "comma": ",", "semicolon": ";", "tab": "\t"}
 SEED_MAX = 2**32 - 1
+#: Rows a streamed fit (`--data` a glob) reads at a time when `--batch-size` is not given.
+STREAM_BATCH_SIZE = 65536
+#: Bytes of a streamed file the checks read at a time (whole lines: a longer line is read whole).
+SCAN_CHUNK = 1 << 24
+#: A blank (or whitespace-only) line in a block of whole lines, each ending in `\n`.
+_BLANK_LINE = re.compile(rb"(?:\A|\n)[ \t\r\f\v]*\n")
 
 
 class UsageError(Exception):
@@ -75,6 +88,11 @@ class _Parser(argparse.ArgumentParser):
     """An `ArgumentParser` whose errors are one line: `keras-mle fit: error: ...`."""
 
     def error(self, message):
+        if message.startswith("unrecognized arguments: ") and any(
+            word.lower().endswith((".csv", ".tsv", ".txt")) for word in message.split()
+        ):
+            # The shell expanded an unquoted glob: --data took the first file, left the others.
+            message += " (quote a glob given as --data: --data 'shards/part-*.csv')"
         self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
 
 
@@ -137,7 +155,11 @@ def _version() -> str:
 
 def _add_csv_arguments(command, *, required):
     command.add_argument(
-        "--data", required=required, metavar="FILE.csv", help="CSV file with a header row"
+        "--data",
+        required=required,
+        metavar="FILE.csv",
+        help="CSV file with a header row, or a quoted glob of CSV files with the same header "
+        "('shards/part-*.csv'), streamed a batch at a time",
     )
     command.add_argument(
         "--sep",
@@ -200,7 +222,11 @@ def build_parser() -> argparse.ArgumentParser:
         help=f"most epochs to run before giving up (default: {DEFAULT_EPOCHS})",
     )
     fit.add_argument(
-        "--batch-size", type=_positive_int, default=None, help="default: all rows (full batch)"
+        "--batch-size",
+        type=_positive_int,
+        default=None,
+        help="default: all rows (full batch); with a glob --data, the rows read at a time "
+        f"(default: {STREAM_BATCH_SIZE}), each epoch still one step on all rows",
     )
     fit.add_argument(
         "--optimizer",
@@ -464,6 +490,136 @@ def _parse_row(path, line, row, positions, sep):
     return parsed
 
 
+class Stream:
+    """CSV files named by a glob `--data`, checked but not read into memory.
+
+    `keras_mle.cli` reads them a batch at a time (`keras_mle.data.csv_dataset`).
+
+    Attributes:
+        pattern: The glob as given (`path`, as `Columns.path`, for messages).
+        files: The files it matches, sorted: the order they are read in.
+        sep: The field separator.
+        x: Feature column names (for a model of a sample: the one sample column).
+        y: Target column name, or `None`.
+        missing: `"error"` or `"drop"` (`--missing`).
+        lines: Data lines in all the files: the rows, before `--missing drop`.
+    """
+
+    def __init__(self, pattern, files, sep, x, y, missing, lines):
+        self.pattern = pattern
+        self.files = list(files)
+        self.sep = sep
+        self.x = list(x)
+        self.y = y
+        self.missing = missing
+        self.lines = lines
+
+    @property
+    def path(self) -> str:
+        return self.pattern
+
+    def describe(self) -> str:
+        """`'shards/*.csv' (3 files)`, for messages."""
+        count = len(self.files)
+        return f"{self.pattern!r} ({count} file{'s' if count > 1 else ''})"
+
+
+def is_glob(path) -> bool:
+    """Whether `--data` is a glob to stream: wildcards (`*`, `?`, `[`) and no file of that name."""
+    return any(c in path for c in "*?[") and not os.path.exists(path)
+
+
+def _scan_file(path):
+    """`(header_line, data_lines)` of a CSV file, read in blocks of whole lines.
+
+    The whole file is checked, one block at a time: UTF-8 throughout, no blank line (the
+    streamed reader takes every line after the header as a row).
+
+    Raises:
+        UsageError: an unreadable, empty or non-UTF-8 file, a blank line.
+    """
+    header, newlines, offset, rest = None, 0, 0, b""
+    try:
+        with open(path, "rb") as file:
+            while True:
+                chunk = file.read(SCAN_CHUNK)
+                block = rest + chunk
+                if chunk:
+                    cut = block.rfind(b"\n") + 1
+                    block, rest = block[:cut], block[cut:]
+                else:
+                    rest = b""
+                    if block and not block.endswith(b"\n"):
+                        block += b"\n"  # the last line, unterminated
+                try:
+                    block.decode("utf-8")
+                except UnicodeDecodeError as error:
+                    raise UsageError(
+                        f"{path} is not UTF-8 text (byte {offset + error.start}): "
+                        "save it as CSV UTF-8"
+                    ) from None
+                if header is None and block:
+                    header = block.split(b"\n", 1)[0].removeprefix(codecs.BOM_UTF8)
+                blank = _BLANK_LINE.search(block)
+                if blank is not None:
+                    # (A match past the block's start begins with the previous line's end.)
+                    start = blank.start() + (blank.start() > 0)
+                    line = newlines + block.count(b"\n", 0, start) + 1
+                    raise UsageError(
+                        f"{path} line {line} is blank: remove it (a glob --data reads every "
+                        "line after the header as a row)"
+                    )
+                newlines += block.count(b"\n")
+                offset += len(block)
+                if not chunk:
+                    break
+    except OSError as error:
+        raise UsageError(f"cannot read {path}: {error.strerror or error}") from None
+    if header is None:
+        raise UsageError(f"{path} is empty")
+    return header.decode("utf-8").rstrip("\r"), max(newlines - 1, 0)
+
+
+def scan_files(pattern, columns, *, sep=None):
+    """Checks the CSV files matching `pattern` without holding their rows.
+
+    Every file is read once, a block at a time, as `_scan_file` reads it. The separator is
+    `sep`, or the one of `,` `;` tab found in the first file's header.
+
+    Returns:
+        `(files, sep, lines)`: the files (sorted), the separator, the data lines in all.
+
+    Raises:
+        UsageError: no file matches, a match that is not a file, a file `_scan_file` refuses,
+            a header that differs from the first file's, a duplicate or missing column name, no
+            data rows.
+    """
+    files = sorted(glob.glob(pattern))
+    if not files:
+        raise UsageError(f"--data {pattern!r} matches no file")
+    for path in files:
+        if not os.path.isfile(path):
+            raise UsageError(f"--data {pattern!r} matches {path}, which is not a file")
+    first, lines = None, 0
+    for path in files:
+        text, count = _scan_file(path)
+        lines += count
+        if first is None:
+            sep = sep or _detect_separator(path, text)
+        header = [name.strip() for name in next(csv.reader([text], delimiter=sep), [])]
+        if first is None:
+            first = header
+            _column_positions(path, header, columns)
+        elif header != first:
+            raise UsageError(
+                f"{path}: its header ({', '.join(header)}) differs from that of {files[0]} "
+                f"({', '.join(first)}); every file of --data {pattern!r} needs the same columns"
+            )
+    if lines == 0:
+        raise UsageError(f"--data {pattern!r}: the files have a header but no data rows")
+    return files, sep, lines
+
+
 def _column_names(args, *, model):
     """`(x_columns, y_column)` from `--x`/`--y`: one sample column for `gaussian`."""
     x = [c.strip() for c in args.x.split(",")] if args.x else []
@@ -487,9 +643,12 @@ def _column_names(args, *, model):
 
 
 def _read(args, x, y):
-    values, dropped = read_columns(
-        args.data, [*x, *([y] if y else [])], sep=args.sep, missing=args.missing
-    )
+    """The `Columns` of a `--data` file, or the `Stream` of a glob (checked, not read)."""
+    columns = [*x, *([y] if y else [])]
+    if is_glob(args.data):
+        files, sep, lines = scan_files(args.data, columns, sep=args.sep)
+        return Stream(args.data, files, sep, x, y, args.missing, lines)
+    values, dropped = read_columns(args.data, columns, sep=args.sep, missing=args.missing)
     return Columns(args.data, x, y, values, dropped)
 
 

@@ -12,19 +12,30 @@ inference summary, its rows named after the columns (`m[income]`, `b`). A fit th
 does not converge, or whose Newton step left is more than `inference`'s tolerance in standard
 errors exits 1 and leaves `--out` untouched; a successful one is saved atomically, with the
 column names in `MODEL.keras.json` beside it.
+
+With a glob `--data` (a `keras_mle_cli.Stream`) the files are never held whole: they are read
+by `keras_mle.data.csv_dataset` (float64), `adapt` takes one pass, and every epoch is one pass
+that adds up the batches' gradients (each batch's mean gradient times its rows, in float64)
+into the gradient of the mean loss over all rows, then one optimizer step: the full-batch
+steps of the in-memory path, so the same iterates, stopping rule, exits and answer, whatever
+`--batch-size` (the rows read at a time). Steps on each batch would not do: constant-rate
+mini-batch SGD ends near the last batch's optimum, never within the gradient tolerance.
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import hashlib
 import math
 import os
+import re
 import sys
 import warnings
 
 import keras
 import numpy as np
+import tensorflow as tf
 
 import keras_mle
 import keras_mle_cli
@@ -127,6 +138,8 @@ def _warning_lines(caught, skip=()):
 
 def run_fit(args, columns) -> int:
     _quiet_python_logging()
+    if isinstance(columns, keras_mle_cli.Stream):
+        return _run_stream_fit(args, columns)
     class_name, _ = MODELS[args.model]
     x, y = _arrays(columns)
     n = len(x)
@@ -141,7 +154,7 @@ def run_fit(args, columns) -> int:
     optimizer.learning_rate = args.learning_rate
     record = keras_mle_cli.checkpoint_record(args, columns.x, columns.y)
     if args.checkpoint_dir:
-        _prepare_checkpoint_dir(args, model, x, y, record)
+        _prepare_checkpoint_dir(args, model, record, lambda trial: trial.adapt(x, y))
 
     data = x if y is None else (x, y)
     divergence = _DivergenceStop()
@@ -235,8 +248,11 @@ def _train(*args, **kwargs):
         raise UsageError(f"--checkpoint-dir: {error}") from None
 
 
-def _prepare_checkpoint_dir(args, model, x, y, record):
-    """Checks a `--resume` backup against the model; records what the backup is a fit of."""
+def _prepare_checkpoint_dir(args, model, record, build):
+    """Checks a `--resume` backup against the model; records what the backup is a fit of.
+
+    `build(trial)` builds `trial`, a new model of the same configuration (adaptation included).
+    """
     directory = args.checkpoint_dir
     try:
         backup = checkpoint.read_backup(directory) if args.resume else None
@@ -250,7 +266,8 @@ def _prepare_checkpoint_dir(args, model, x, y, record):
                 f"ask for --epochs > {done} to continue"
             )
         # Load it into a copy first, so that a backup of another fit is a one-line error.
-        trial = type(model).from_config(model.get_config()).adapt(x, y)
+        trial = type(model).from_config(model.get_config())
+        build(trial)
         trial.compile(optimizer=keras.optimizers.get(args.optimizer))
         try:
             with warnings.catch_warnings():
@@ -276,6 +293,283 @@ def _save(model, path, record):
     keras_mle_cli.write_json_atomic(
         keras_mle_cli.model_record_path(path), {**record, "sha256": digest}
     )
+
+
+# ---------------------------------------------------------------- fit, streamed
+def _run_stream_fit(args, stream) -> int:
+    """`run_fit` for a glob `--data`: the files read a batch at a time, never held whole."""
+    class_name, _ = MODELS[args.model]
+    batch_size = args.batch_size or keras_mle_cli.STREAM_BATCH_SIZE
+    keras.utils.set_random_seed(args.seed)
+    names = {} if stream.y is None else {"feature_names": list(stream.x)}
+    model = getattr(keras_mle, class_name)(dtype="float64", **names)
+    dataset = _stream_dataset(stream, batch_size)
+    with _reading(stream):
+        model.adapt(dataset)
+    optimizer = keras.optimizers.get(args.optimizer)
+    optimizer.learning_rate = args.learning_rate
+    model.compile(optimizer=optimizer)
+    record = keras_mle_cli.checkpoint_record(args, stream.x, stream.y)
+    if args.checkpoint_dir:
+        shape = (None,) if stream.y is None else (None, len(stream.x))
+        _prepare_checkpoint_dir(args, model, record, lambda trial: trial.build(shape))
+
+    epoch_pass = _epoch_pass(model, dataset)
+    with _reading(stream):
+        first = epoch_pass()
+    n = int(round(float(first[0])))
+    tolerance = GRADIENT_TOLERANCE / math.sqrt(n)
+    convergence = _StreamConvergence(tolerance, PATIENCE)
+    callbacks = [convergence]
+    if args.logdir:
+        # Parameters and the loss only: the statistics and images need the rows in memory.
+        callbacks.append(callbacks_lib.ParameterTensorBoard(args.logdir, image_every=0))
+    backup = None
+    if args.checkpoint_dir:
+        backup = checkpoint.BackupAndRestore(
+            args.checkpoint_dir,
+            save_every=args.checkpoint_every,
+            restore=args.resume,
+            delete_checkpoint=False,
+        )
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        history, diverged = _train_stream(
+            model,
+            stream,
+            epoch_pass,
+            first,
+            epochs=args.epochs,
+            callbacks=callbacks,
+            backup=backup,
+            verbose=args.verbose,
+        )
+    epochs_run = len(history.epoch)
+    steps = int(model.optimizer.iterations)
+    if diverged is not None:
+        raise FitError(
+            f"the fit diverged ({diverged}): try a smaller --learning-rate "
+            f"(now {args.learning_rate:g}); nothing saved to --out"
+        )
+    if convergence.stop_reason is None:
+        norm = history.history.get("gradient_norm", [float("nan")])[-1]
+        more = " (add --resume to continue from the backup)" if args.checkpoint_dir else ""
+        raise FitError(
+            f"did not converge within --epochs {args.epochs}: gradient norm {norm:.3g} > "
+            f"{tolerance:.3g}; run more epochs{more} or change --learning-rate; "
+            "nothing saved to --out"
+        )
+    with _reading(stream):
+        result, _ = _summary(model, dataset, None, stream.x)
+    if not result.converged:
+        raise FitError(
+            f"not converged: {result.warnings[0] if result.warnings else 'see the summary'}; "
+            "nothing saved to --out"
+        )
+    _warning_lines(caught)
+    if args.out:
+        _save(model, args.out, record)
+
+    if stream.lines > n:
+        print(f"dropped {stream.lines - n} row(s) with a missing value")
+    print(
+        f"{class_name} on {n} rows of {stream.describe()}: {convergence.stop_reason}; "
+        f"{epochs_run} epoch(s) run, {steps} optimizer step(s) in all "
+        f"({args.optimizer}, learning rate {args.learning_rate:g})"
+    )
+    print(result.summary())
+    if args.logdir:
+        print(f"TensorBoard logs: tensorboard --logdir {args.logdir}")
+    if args.checkpoint_dir:
+        print(f"checkpoint: {args.checkpoint_dir}")
+    if args.out:
+        print(f"saved model: {args.out}")
+    return 0
+
+
+def _stream_dataset(stream, batch_size):
+    """The float64 `keras_mle.data.csv_dataset` of a `Stream`, in the elements `fit` reads."""
+    with _reading(stream):
+        try:
+            dataset = keras_mle.data.csv_dataset(
+                stream.files,
+                x=stream.x,
+                y=stream.y,
+                batch_size=batch_size,
+                sep=stream.sep,
+                missing=stream.missing,
+                dtype="float64",
+            )
+        except ValueError as error:
+            # The files have data lines (checked by the front end): --missing drop took them all.
+            if stream.missing == "drop" and "no data rows" in str(error):
+                raise UsageError(
+                    f"--data {stream.pattern!r}: every row has a missing value in a used column"
+                ) from None
+            raise
+    if stream.y is None:
+        # A model of a sample reads the sample as a vector, as the in-memory path gives it.
+        dataset = dataset.map(lambda x: x[:, 0])
+    return dataset
+
+
+@contextlib.contextmanager
+def _reading(stream):
+    """Turns an error met reading the files of `stream` into a one-line `UsageError`."""
+    try:
+        yield
+    except tf.errors.OpError as error:
+        raise UsageError(_stream_error(stream, error)) from None
+    except (TypeError, ValueError) as error:
+        raise UsageError(f"--data {stream.pattern!r}: {error}") from None
+
+
+def _stream_error(stream, error) -> str:
+    """The message of a tf.data error while reading `stream`, without TensorFlow's wrapping.
+
+    tf.data's CSV reader names neither the file nor the line: the message says how to find it.
+    """
+    message = getattr(error, "message", None) or str(error)
+    message = re.sub(r"\{\{function_node [^}]*\}\}\s*", "", message)
+    message = re.sub(r"Error in user-defined function passed to .*? iterator: \S+: ", "", message)
+    message = re.sub(r"\s*\[Op:\w+\].*$", "", message.split("\n")[0]).strip()
+    found = re.search(r"\[column\] \[(.*?)\] \[has a missing or NaN value", message)
+    if found:
+        names = ", ".join(repr(name) for name in found.group(1).split())
+        return (
+            f"--data {stream.pattern!r}: a row has a missing value (an empty or NaN cell) in "
+            f"column {names} (--missing drop skips such rows)"
+        )
+    hint = ""
+    if re.search(r"not a valid \w+: *(?:na|n/a|null|#n/a)$", message, re.IGNORECASE):
+        hint = "; with a glob --data only an empty cell is a missing value"
+    return (
+        f"--data {stream.pattern!r}: cannot read a row: {message}{hint} (give one of the files as "
+        "--data to see its line)"
+    )
+
+
+def _epoch_pass(model, dataset):
+    """A compiled function of no argument: `(rows, mean loss, gradients)` over all of `dataset`.
+
+    One pass, a batch at a time: each batch's mean loss and gradient, as the training step
+    computes them (`compute_loss_and_gradients`), weighted by its rows and added up in float64,
+    give the mean loss (in the user's units, as `fit` logs it) and the gradient of the mean loss
+    over all rows, whatever the batch sizes.
+    """
+    variables = model.trainable_variables
+    takes_targets = model.takes_targets
+
+    @tf.function
+    def run():
+        rows = tf.constant(0.0, tf.float64)
+        loss = tf.constant(0.0, tf.float64)
+        sums = tuple(tf.zeros(v.shape, tf.float64) for v in variables)  # (a list would be packed)
+        for batch in dataset:
+            x, y = batch if takes_targets else (batch, None)
+            _, gradients, losses, weights = model.compute_loss_and_gradients(x, y)
+            count = tf.reduce_sum(tf.cast(weights, tf.float64))
+            rows += count
+            loss += tf.reduce_sum(tf.cast(losses * weights, tf.float64))
+            sums = tuple(
+                s + count * tf.cast(g, tf.float64) for s, g in zip(sums, gradients, strict=True)
+            )
+        return rows, loss / rows, [s / rows for s in sums]
+
+    return run
+
+
+class _StreamConvergence(keras.callbacks.Callback):
+    """`ConvergenceStopping`'s gradient test, on the `gradient_norm` a streamed epoch logs."""
+
+    def __init__(self, tolerance, patience):
+        super().__init__()
+        self.tolerance = tolerance
+        self.patience = patience
+        self.stop_reason = None
+        self._waits = 0
+
+    def on_train_begin(self, logs=None):
+        self.stop_reason = None
+        self._waits = 0
+
+    def on_epoch_end(self, epoch, logs=None):
+        norm = logs["gradient_norm"]
+        self._waits = self._waits + 1 if norm < self.tolerance else 0
+        if self._waits >= self.patience:
+            self.stop_reason = (
+                f"converged at epoch {epoch + 1}: gradient norm {norm:.3g} < {self.tolerance:g} "
+                f"for {self.patience} epoch(s)"
+            )
+            self.model.stop_training = True
+
+
+def _finite(values) -> bool:
+    return all(bool(tf.reduce_all(tf.math.is_finite(v))) for v in values)
+
+
+def _train_stream(model, stream, epoch_pass, first, *, epochs, callbacks, backup, verbose):
+    """Full-batch training over a stream; returns `(history, divergence reason or None)`.
+
+    Each epoch is one optimizer step on the gradient of the last pass (`epoch_pass`; `first` is
+    that of the model's state before any backup is restored), then a pass at the new parameters,
+    whose gradient is the convergence test and the next step. The callbacks see `loss` (the mean
+    loss before the step), `gradient_norm` (after it) and every parameter. A non-finite loss or
+    gradient stops training before its step; a step that makes a parameter non-finite is undone
+    (so a backup never holds a diverged state).
+    """
+    optimizer, variables = model.optimizer, model.trainable_variables
+    if not optimizer.built:
+        optimizer.build(variables)
+    callbacks = [*callbacks, *([backup] if backup is not None else [])]
+    try:
+        initial = checkpoint.initial_epoch(callbacks, model)  # restores a --resume backup
+    except checkpoint.BackupInUseError as error:
+        raise UsageError(f"--checkpoint-dir: {error}") from None
+    try:
+        with _reading(stream):
+            _, loss, gradients = first if initial == 0 else epoch_pass()
+        callback_list = keras.callbacks.CallbackList(
+            callbacks,
+            add_history=True,
+            add_progbar=verbose != 0,
+            verbose=verbose,
+            epochs=epochs,
+            steps=1,
+            model=model,
+        )
+        model.stop_training = False
+        callback_list.on_train_begin()
+        logs, diverged = {}, None
+        for epoch in range(initial, epochs):
+            callback_list.on_epoch_begin(epoch)
+            callback_list.on_train_batch_begin(0)
+            if not _finite([loss, *gradients]):
+                what = "non-finite gradient" if _finite([loss]) else f"loss {float(loss)}"
+                diverged = f"{what} at epoch {epoch + 1}"
+                break
+            before = [v.numpy() for v in [*variables, *optimizer.variables]]
+            optimizer.apply(gradients, variables)
+            if not _finite(variables):
+                for variable, value in zip([*variables, *optimizer.variables], before, strict=True):
+                    variable.assign(value)
+                diverged = f"non-finite parameters at epoch {epoch + 1}"
+                break
+            logs = {"loss": float(loss)}
+            with _reading(stream):
+                _, loss, gradients = epoch_pass()
+            logs["gradient_norm"] = float(tf.linalg.global_norm(gradients))
+            logs.update({k: float(v) for k, v in model.parameter_logs().items()})
+            callback_list.on_train_batch_end(0, logs)
+            callback_list.on_epoch_end(epoch, logs)
+            if model.stop_training:
+                break
+        optimizer.finalize_variable_values(variables)
+        callback_list.on_train_end(logs)
+    finally:
+        # (A run that raised gets no on_train_end: its backup folder's lock is freed here.)
+        checkpoint.release_backups(callbacks)
+    return model.history, diverged
 
 
 # ---------------------------------------------------------------- show
@@ -326,9 +620,14 @@ def _show_summary(model, path, columns, cov_type="nonrobust"):
     if model.takes_targets != (columns.y is not None):
         wanted = "--x COL[,COL...] --y COL" if model.takes_targets else "one column (--y COL)"
         raise UsageError(f"{path} holds a {type(model).__name__}: give {wanted}")
-    x, y = _arrays(columns)
     names = columns.x if columns.y is not None else None
-    result, _ = _summary(model, x, y, names, cov_type=cov_type)
+    if isinstance(columns, keras_mle_cli.Stream):
+        dataset = _stream_dataset(columns, keras_mle_cli.STREAM_BATCH_SIZE)
+        with _reading(columns):
+            result, _ = _summary(model, dataset, None, names, cov_type=cov_type)
+    else:
+        x, y = _arrays(columns)
+        result, _ = _summary(model, x, y, names, cov_type=cov_type)
     print(result.summary())
     if not result.converged:
         raise FitError(
