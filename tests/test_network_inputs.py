@@ -166,6 +166,7 @@ def test_shuffled_in_memory_fit_of_named_inputs_repeats_under_a_seed():
         ),
         ("empty", lambda x: {}, ValueError, r"x must be a non-empty dict with string keys"),
     ],
+    ids=["nan", "lengths", "text", "keys", "empty"],
 )
 def test_bad_named_inputs_are_refused_naming_the_entry(case, change, error, message):
     x, y = _data()
