@@ -1496,7 +1496,7 @@ def test_wald_test_refuses_text(ols_fit, call, match):
     "text, match",
     [
         pytest.param(
-            "a,y\n1,2\noops,3\n", r"Field 0 in record is not a valid float: oops", id="text"
+            "a,y\n1,2\noops,3\n", r"Field 0 in record 1 is not a valid float: oops", id="text"
         ),
         pytest.param(
             "a,y\n1,2\nnan,3\n",

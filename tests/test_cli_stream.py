@@ -199,13 +199,13 @@ BAD_CELLS = {
     "NA cell, even with drop": (
         "4,NA,2,3",
         ["--missing", "drop"],
-        "cannot read a row: Field 1 in record is not a valid double: NA; with a glob --data "
+        "cannot read a row: Field 1 in record 150 is not a valid double: NA; with a glob --data "
         "only an empty cell is a missing value (give one of the files as --data to see its line)",
     ),
     "text cell": (
         "4,oops,2,3",
         [],
-        "cannot read a row: Field 1 in record is not a valid double: oops (give one of the "
+        "cannot read a row: Field 1 in record 150 is not a valid double: oops (give one of the "
         "files as --data to see its line)",
     ),
     "inf cell": ("4,inf,2,3", [], "x (a dataset), batch 0: x contains 1 NaN or Inf value(s)."),
