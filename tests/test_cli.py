@@ -313,6 +313,8 @@ def test_show_with_data_prints_the_summary_table(tmp_path, capsys, data):
     )
 
 
+# A console-script subprocess (about 10 s): the in-process tests cover the same fit.
+@pytest.mark.slow
 def test_console_fit_is_quiet_and_converges_on_badly_scaled_data(tmp_path):
     """A fresh `keras-mle fit` process: no stderr at all, rows named after the columns.
 

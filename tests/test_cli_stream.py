@@ -376,6 +376,8 @@ def test_glob_error_is_one_exact_line_and_nothing_is_written(probe, case):
     assert not (cwd / "m.keras").exists()
 
 
+# A console-script subprocess (about 13 s): the in-process tests cover the same fit.
+@pytest.mark.slow
 def test_console_streamed_fit_is_quiet(shards):
     """A fresh `keras-mle fit` process on the shards: no stderr at all (no TensorFlow lines)."""
     env = {

@@ -146,6 +146,8 @@ def test_feature_names_are_validated():
     assert not model.built  # refused before any work
 
 
+# A fresh process (about 11 s); tests/test_saving.py loads .keras files in one by default.
+@pytest.mark.slow
 def test_names_and_fixed_survive_a_keras_file_in_a_fresh_process(frame, tmp_path):
     x, y = frame
     named, _ = fitted(frame)

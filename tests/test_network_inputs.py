@@ -76,7 +76,7 @@ def test_in_memory_fit_equals_the_dataset_fit_and_the_loops(inputs):
     assert _max_difference(in_memory, streamed) < ATOL
     assert np.all(np.isfinite(history.history["loss"]))
     assert history.history["loss"][-1] < history.history["loss"][0]
-    for mode in ("eager", "xla"):
+    for mode in ("eager", "function"):
         looped = _model(backbone)
         loops.train(
             looped,
