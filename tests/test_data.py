@@ -172,3 +172,23 @@ def test_check_xy_flattens_column_targets():
     x, y = data.check_xy(np.zeros((4, 2)), np.arange(4.0).reshape(4, 1))
     assert y.shape == (4,)
     np.testing.assert_array_equal(y, np.arange(4.0))
+
+
+@pytest.mark.parametrize(
+    "array",
+    [
+        np.arange(7.0),
+        np.arange(12, dtype=np.float32).reshape(3, 4),
+        np.asfortranarray(np.arange(12.0).reshape(4, 3)),  # not C-contiguous
+        np.arange(40.0).reshape(10, 4)[::3, 1:],  # a strided view
+        np.ones((2, 5, 5, 1), np.float32),
+    ],
+)
+def test_held_tensor_is_an_exact_copy(array):
+    tensor = data.held_tensor(array)
+    assert tensor.dtype == array.dtype and tuple(tensor.shape) == array.shape
+    np.testing.assert_array_equal(tensor.numpy(), array)
+    array_before = array.copy()
+    array[...] = -1.0  # the tensor holds a copy: changing the array later changes nothing
+    np.testing.assert_array_equal(tensor.numpy(), array_before)
+    np.testing.assert_array_equal(tf.reduce_sum(tensor).numpy(), array_before.sum())
