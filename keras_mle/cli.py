@@ -220,8 +220,13 @@ def run_fit(args, columns) -> int:
             f"dropped {len(columns.dropped_lines)} row(s) with a missing value "
             f"(lines {_line_list(columns.dropped_lines)})"
         )
+    return _report(args, class_name, n, columns.path, convergence, epochs_run, steps, result)
+
+
+def _report(args, class_name, n, source, convergence, epochs_run, steps, result) -> int:
+    """Prints a converged fit's account and summary, and where its outputs went; returns 0."""
     print(
-        f"{class_name} on {n} rows of {columns.path}: {convergence.stop_reason}; "
+        f"{class_name} on {n} rows of {source}: {convergence.stop_reason}; "
         f"{epochs_run} epoch(s) run, {steps} optimizer step(s) in all "
         f"({args.optimizer}, learning rate {args.learning_rate:g})"
     )
@@ -372,19 +377,7 @@ def _run_stream_fit(args, stream) -> int:
 
     if stream.lines > n:
         print(f"dropped {stream.lines - n} row(s) with a missing value")
-    print(
-        f"{class_name} on {n} rows of {stream.describe()}: {convergence.stop_reason}; "
-        f"{epochs_run} epoch(s) run, {steps} optimizer step(s) in all "
-        f"({args.optimizer}, learning rate {args.learning_rate:g})"
-    )
-    print(result.summary())
-    if args.logdir:
-        print(f"TensorBoard logs: tensorboard --logdir {args.logdir}")
-    if args.checkpoint_dir:
-        print(f"checkpoint: {args.checkpoint_dir}")
-    if args.out:
-        print(f"saved model: {args.out}")
-    return 0
+    return _report(args, class_name, n, stream.describe(), convergence, epochs_run, steps, result)
 
 
 def _stream_dataset(stream, batch_size):

@@ -4,8 +4,11 @@ One of each: `built` (build a model on data), `plane` (a noisy plane in k featur
 `train` (full-batch fit() or a custom loop, with callbacks), `fit_steps` (an exact number of
 optimizer steps through `fit()`, by default on the fast `epoch_dataset` path), `load_example`
 (import an `examples/` script once), and the references and readers below
-(`gradient_descent_mse`, `read_events`, the image checks).
+(`gradient_descent_mse`, `read_events`, the image checks), and `cli_run`, `summary_rows` for
+the command line.
 """
+
+import re
 
 import keras_mle
 
@@ -315,3 +318,25 @@ def least_squares(x, y, sample_weight=None):
     coefficients, *_ = np.linalg.lstsq(root[:, None] * design, root * y, rcond=None)
     residuals = y - design @ coefficients
     return coefficients[:-1], coefficients[-1], np.sqrt(np.sum(w * residuals**2) / w.sum())
+
+
+def cli_run(capsys, *args):
+    """Runs `keras-mle` in this process: `(exit code, stdout, stderr)`."""
+    from keras_mle import cli
+
+    code = cli.main([str(a) for a in args])
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
+
+
+def summary_rows(out):
+    """`{label: [coef, std err, ...]}` from the summary table's parameter rows."""
+    rows = {}
+    for line in out.splitlines():
+        cells = line.split()
+        if len(cells) == 7 and re.fullmatch(r"[a-z]+(\[\w+\])?", cells[0]):
+            try:
+                rows[cells[0]] = [float(c) for c in cells[1:]]
+            except ValueError:  # the header row
+                continue
+    return rows

@@ -16,8 +16,10 @@ from pathlib import Path
 import keras
 import numpy as np
 import pytest
+from helpers import cli_run as run
+from helpers import summary_rows
 
-from keras_mle import checkpoint, cli, closed_form
+from keras_mle import checkpoint, closed_form
 
 ROOT = Path(__file__).resolve().parents[1]
 ROWS = 60
@@ -38,25 +40,6 @@ def data(tmp_path):
     ]
     path.write_text("\n".join(lines) + "\n")
     return path, dict(a=a, b=b, y=y, sample=sample)
-
-
-def run(capsys, *args):
-    code = cli.main([str(a) for a in args])
-    captured = capsys.readouterr()
-    return code, captured.out, captured.err
-
-
-def summary_rows(out):
-    """`{label: [coef, std err, ...]}` from the summary table's parameter rows."""
-    rows = {}
-    for line in out.splitlines():
-        cells = line.split()
-        if len(cells) == 7 and re.fullmatch(r"[a-z]+(\[\w+\])?", cells[0]):
-            try:
-                rows[cells[0]] = [float(c) for c in cells[1:]]
-            except ValueError:  # the header row
-                continue
-    return rows
 
 
 def printed_parameters(out):

@@ -18,8 +18,10 @@ from pathlib import Path
 import keras
 import numpy as np
 import pytest
+from helpers import cli_run as run
+from helpers import summary_rows
 
-from keras_mle import checkpoint, cli
+from keras_mle import checkpoint
 
 ROOT = Path(__file__).resolve().parents[1]
 ROWS = 150
@@ -55,25 +57,6 @@ def shards(tmp_path, monkeypatch):
         _write(tmp_path / f"part-{index}.csv", header, rows[start : start + size])
         start += size
     return tmp_path
-
-
-def run(capsys, *args):
-    code = cli.main([str(a) for a in args])
-    captured = capsys.readouterr()
-    return code, captured.out, captured.err
-
-
-def summary_rows(out):
-    """`{label: [coef, std err, ...]}` from the summary table's parameter rows."""
-    rows = {}
-    for line in out.splitlines():
-        cells = line.split()
-        if len(cells) == 7 and re.fullmatch(r"[a-z]+(\[\w+\])?", cells[0]):
-            try:
-                rows[cells[0]] = [float(c) for c in cells[1:]]
-            except ValueError:  # the header row
-                continue
-    return rows
 
 
 def steps_of(out):
