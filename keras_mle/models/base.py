@@ -593,7 +593,15 @@ class MaximumLikelihoodModel(keras.Model):
 
     # ---------------------------------------------------------------- statistics hooks
     def likelihood_derivatives(
-        self, x, y=None, sample_weight=None, *, params=None, names=None, hessian: bool = True
+        self,
+        x,
+        y=None,
+        sample_weight=None,
+        *,
+        params=None,
+        names=None,
+        hessian: bool = True,
+        compiled=None,
     ) -> LikelihoodDerivatives:
         """The total loss on `(x, y, sample_weight)` and its derivatives, in float64.
 
@@ -607,6 +615,9 @@ class MaximumLikelihoodModel(keras.Model):
             names: The parameters to differentiate with respect to; the others are held fixed.
                 Defaults to `None` (all).
             hessian: Compute the Hessian. Defaults to `True`.
+            compiled: A dict in which to keep the derivatives' computation as a `tf.function`
+                (traced once, then reused: what `accumulate_derivatives` passes for its
+                batches), or `None` to run it eagerly (the default: one call, no tracing).
 
         Raises:
             ValueError: if the parameters are not finite, or `sample_loss` cannot run in float64.
@@ -621,22 +632,33 @@ class MaximumLikelihoodModel(keras.Model):
         x_t, y_t = self.working_data(x64, y64, dtype=tf.float64)
         shapes = [working[name].shape for name in names]
         sizes = [shape.num_elements() for shape in shapes]
-        weights = tf.constant(w)
 
         def unflatten(theta):
             pieces = tf.split(theta, sizes) if names else []
             values = {n: tf.reshape(v, s) for n, v, s in zip(names, pieces, shapes, strict=True)}
             return {**working, **values}
 
+        def derivatives(theta, x_t, y_t, weights):
+            with tf.GradientTape(persistent=True) as outer:
+                outer.watch(theta)
+                with tf.GradientTape() as inner:
+                    inner.watch(theta)
+                    sample_losses = self._float64_sample_loss(unflatten(theta), x_t, y_t)
+                    total = tf.reduce_sum(weights * sample_losses)
+                gradient = inner.gradient(total, theta)
+            matrix = (
+                outer.jacobian(gradient, theta, experimental_use_pfor=False) if hessian else None
+            )
+            return sample_losses, gradient, matrix
+
+        if compiled is not None:
+            key = (tuple(names), hessian, tuple(tuple(s) for s in shapes))
+            if key not in compiled:
+                # (`working` is read when traced: the dict serves one set of parameters.)
+                compiled[key] = tf.function(derivatives, reduce_retracing=True)
+            derivatives = compiled[key]
         theta = tf.concat([tf.reshape(working[name], [-1]) for name in names], 0)
-        with tf.GradientTape(persistent=True) as outer:
-            outer.watch(theta)
-            with tf.GradientTape() as inner:
-                inner.watch(theta)
-                sample_losses = self._float64_sample_loss(unflatten(theta), x_t, y_t)
-                total = tf.reduce_sum(weights * sample_losses)
-            gradient = inner.gradient(total, theta)
-        matrix = outer.jacobian(gradient, theta, experimental_use_pfor=False) if hessian else None
+        sample_losses, gradient, matrix = derivatives(theta, x_t, y_t, tf.constant(w))
         with tf.GradientTape(persistent=True) as tape:
             tape.watch(theta)
             user = unflatten(theta)
@@ -725,12 +747,13 @@ class MaximumLikelihoodModel(keras.Model):
         gradient = matrix = first = None
         loss = weight_sum = 0.0
         rows = batches = 0
+        compiled = {}  # the batches' derivatives: traced once, then one graph call per batch
         for x, y, w in self.dataset_batches(dataset):
             rows += len(x)
             if not np.any(w > 0):
                 continue
             batch = self.likelihood_derivatives(
-                x, y, w, params=params, names=names, hessian=hessian
+                x, y, w, params=params, names=names, hessian=hessian, compiled=compiled
             )
             if first is None:
                 first, gradient = batch, np.zeros_like(batch.gradient)
