@@ -28,12 +28,14 @@ test: $(VENV)/.installed-test
 lint: $(VENV)/.installed-test
 	$(BIN)/ruff check . && $(BIN)/ruff format --check .
 
-# The training paths, the file readers and memory (about 15 minutes on 2 idle cores); the other
-# scripts in benchmarks/ run one by one (see docs/benchmarks.md).
+# The training paths, the file readers, memory and scale (streamed inference, two workers; about
+# 18 minutes on 2 idle cores); the other scripts in benchmarks/ run one by one (see
+# docs/benchmarks.md).
 bench: $(VENV)/.installed
 	$(BIN)/python benchmarks/bench_training.py
 	$(BIN)/python benchmarks/bench_files.py
 	$(BIN)/python benchmarks/bench_memory.py
+	$(BIN)/python benchmarks/bench_scale.py
 
 clean:
 	rm -rf $(VENV) $(OUT) build *.egg-info
