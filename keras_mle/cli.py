@@ -191,20 +191,10 @@ def run_fit(args, columns) -> int:
     epochs_run = len(history.epoch)
     steps = int(model.optimizer.iterations)
     diverged = [w for w in caught if issubclass(w.category, keras_mle.DivergenceWarning)]
-    if diverged or divergence.reason is not None:
-        reason = divergence.reason or " ".join(str(diverged[0].message).split())
-        raise FitError(
-            f"the fit diverged ({reason}): try a smaller --learning-rate "
-            f"(now {args.learning_rate:g}); nothing saved to --out"
-        )
-    if convergence.stop_reason is None:
-        norm = history.history.get("gradient_norm", [float("nan")])[-1]
-        more = " (add --resume to continue from the backup)" if args.checkpoint_dir else ""
-        raise FitError(
-            f"did not converge within --epochs {args.epochs}: gradient norm {norm:.3g} > "
-            f"{tolerance:.3g}; run more epochs{more} or change --learning-rate; "
-            "nothing saved to --out"
-        )
+    reason = divergence.reason
+    if reason is None and diverged:
+        reason = " ".join(str(diverged[0].message).split())
+    _check_training(args, reason, convergence, history, tolerance)
     result, inference_warnings = _summary(model, x, y, columns.x)
     if not result.converged:
         raise FitError(
@@ -221,6 +211,23 @@ def run_fit(args, columns) -> int:
             f"(lines {_line_list(columns.dropped_lines)})"
         )
     return _report(args, class_name, n, columns.path, convergence, epochs_run, steps, result)
+
+
+def _check_training(args, diverged, convergence, history, tolerance) -> None:
+    """Raises a `FitError` if training diverged (`diverged`: why) or did not converge."""
+    if diverged is not None:
+        raise FitError(
+            f"the fit diverged ({diverged}): try a smaller --learning-rate "
+            f"(now {args.learning_rate:g}); nothing saved to --out"
+        )
+    if convergence.stop_reason is None:
+        norm = history.history.get("gradient_norm", [float("nan")])[-1]
+        more = " (add --resume to continue from the backup)" if args.checkpoint_dir else ""
+        raise FitError(
+            f"did not converge within --epochs {args.epochs}: gradient norm {norm:.3g} > "
+            f"{tolerance:.3g}; run more epochs{more} or change --learning-rate; "
+            "nothing saved to --out"
+        )
 
 
 def _report(args, class_name, n, source, convergence, epochs_run, steps, result) -> int:
@@ -351,19 +358,7 @@ def _run_stream_fit(args, stream) -> int:
         )
     epochs_run = len(history.epoch)
     steps = int(model.optimizer.iterations)
-    if diverged is not None:
-        raise FitError(
-            f"the fit diverged ({diverged}): try a smaller --learning-rate "
-            f"(now {args.learning_rate:g}); nothing saved to --out"
-        )
-    if convergence.stop_reason is None:
-        norm = history.history.get("gradient_norm", [float("nan")])[-1]
-        more = " (add --resume to continue from the backup)" if args.checkpoint_dir else ""
-        raise FitError(
-            f"did not converge within --epochs {args.epochs}: gradient norm {norm:.3g} > "
-            f"{tolerance:.3g}; run more epochs{more} or change --learning-rate; "
-            "nothing saved to --out"
-        )
+    _check_training(args, diverged, convergence, history, tolerance)
     with _reading(stream):
         result, _ = _summary(model, dataset, None, stream.x)
     if not result.converged:

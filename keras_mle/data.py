@@ -320,13 +320,14 @@ def held_tensor(array: np.ndarray) -> tf.Tensor:
     copy), or, where that is not available, converted by `tf.constant`.
     """
     array = np.asarray(array)
+    array = array.astype(array.dtype.newbyteorder("="), copy=False)  # DLPack: native order only
     buffer = np.empty(array.nbytes + _ALIGNMENT, np.uint8)
     start = -buffer.ctypes.data % _ALIGNMENT
     copy = buffer[start : start + array.nbytes].view(array.dtype).reshape(array.shape)
     copy[...] = array
     try:
         return tf.experimental.dlpack.from_dlpack(copy.__dlpack__())
-    except (AttributeError, TypeError, ValueError, tf.errors.OpError):
+    except (AttributeError, BufferError, TypeError, ValueError, tf.errors.OpError):
         return tf.constant(array)
 
 

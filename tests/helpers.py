@@ -4,11 +4,15 @@ One of each: `built` (build a model on data), `plane` (a noisy plane in k featur
 `train` (full-batch fit() or a custom loop, with callbacks), `fit_steps` (an exact number of
 optimizer steps through `fit()`, by default on the fast `epoch_dataset` path), `load_example`
 (import an `examples/` script once), and the references and readers below
-(`gradient_descent_mse`, `read_events`, the image checks), and `cli_run`, `summary_rows` for
-the command line.
+(`gradient_descent_mse`, `read_events`, the image checks), and `cli_run`, `summary_rows`,
+`front_end_probe` for the command line.
 """
 
+import json
+import os
 import re
+import subprocess
+import sys
 
 import keras_mle
 
@@ -340,3 +344,40 @@ def summary_rows(out):
             except ValueError:  # the header row
                 continue
     return rows
+
+
+#: Runs `keras_mle_cli.main` on several argument lists in one process (see `front_end_probe`).
+_FRONT_END_PROBE = """
+import contextlib, io, json, sys
+import keras_mle_cli
+results = {}
+for name, argv in json.loads(sys.argv[1]).items():
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        code = keras_mle_cli.main(argv)
+    results[name] = [code, out.getvalue(), err.getvalue()]
+imported = {name: name in sys.modules for name in ("tensorflow", "keras", "keras_mle", "numpy")}
+print(json.dumps({"results": results, "imported": imported}))
+"""
+
+
+def front_end_probe(cwd, argvs):
+    """`keras-mle`'s front end on each of `argvs` (`{name: argv}`), in one fresh process in `cwd`.
+
+    Returns `(results, imported)`: `{name: [exit code, stdout, stderr]}`, and which of
+    TensorFlow, Keras, keras_mle and NumPy the process imported.
+    """
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([root, os.environ.get("PYTHONPATH", "")])}
+    done = subprocess.run(
+        [sys.executable, "-c", _FRONT_END_PROBE, json.dumps(argvs)],
+        cwd=cwd,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stderr == ""
+    report = json.loads(done.stdout)
+    return report["results"], report["imported"]

@@ -7,29 +7,11 @@ error is compared line by line with the exact expected stderr.
 
 import json
 import os
-import subprocess
-import sys
-from pathlib import Path
 
 import pytest
+from helpers import front_end_probe
 
 import keras_mle
-
-ROOT = Path(__file__).resolve().parents[1]
-
-#: Runs each argv of a JSON list through `keras_mle_cli.main`, capturing its output.
-PROBE = """
-import contextlib, io, json, sys
-import keras_mle_cli
-results = {}
-for name, argv in json.loads(sys.argv[1]).items():
-    out, err = io.StringIO(), io.StringIO()
-    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-        code = keras_mle_cli.main(argv)
-    results[name] = [code, out.getvalue(), err.getvalue()]
-imported = {name: name in sys.modules for name in ("tensorflow", "keras", "keras_mle", "numpy")}
-print(json.dumps({"results": results, "imported": imported}))
-"""
 
 GOOD = "a,b,y\n1,2,3\n2,1,5\n3,5,4\n"
 FILES = {
@@ -274,22 +256,7 @@ def probe(tmp_path_factory):
         "version": ["--version"],
         **{name: argv for name, (argv, _, _) in CASES.items()},
     }
-    env = {
-        **os.environ,
-        "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]),
-    }
-    done = subprocess.run(
-        [sys.executable, "-c", PROBE, json.dumps(argvs)],
-        cwd=cwd,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
-    assert done.returncode == 0, done.stderr
-    assert done.stderr == ""
-    report = json.loads(done.stdout)
-    return cwd, report["results"], report["imported"]
+    return (cwd, *front_end_probe(cwd, argvs))
 
 
 def test_nothing_heavy_is_imported(probe):

@@ -19,7 +19,7 @@ import keras
 import numpy as np
 import pytest
 from helpers import cli_run as run
-from helpers import summary_rows
+from helpers import front_end_probe, summary_rows
 
 from keras_mle import checkpoint
 
@@ -245,18 +245,6 @@ def test_streamed_divergence_exits_1_and_keeps_the_saved_model(shards, capsys):
 
 # ------------------------------------------------------- errors answered without TensorFlow
 #: Runs each argv of a JSON list through `keras_mle_cli.main`, capturing its output.
-PROBE = """
-import contextlib, io, json, sys
-import keras_mle_cli
-results = {}
-for name, argv in json.loads(sys.argv[1]).items():
-    out, err = io.StringIO(), io.StringIO()
-    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-        code = keras_mle_cli.main(argv)
-    results[name] = [code, out.getvalue(), err.getvalue()]
-imported = {name: name in sys.modules for name in ("tensorflow", "keras", "keras_mle", "numpy")}
-print(json.dumps({"results": results, "imported": imported}))
-"""
 FILES = {
     "ok-0.csv": "a,b,y\n1,2,3\n2,1,5\n",
     "ok-1.csv": "a,b,y\n3,5,4\n",
@@ -325,23 +313,8 @@ def probe(tmp_path_factory):
             (cwd / name).write_bytes(text)
         else:
             (cwd / name).write_text(text, encoding="utf-8")
-    env = {
-        **os.environ,
-        "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]),
-    }
     argvs = {name: argv for name, (argv, _) in CASES.items()}
-    done = subprocess.run(
-        [sys.executable, "-c", PROBE, json.dumps(argvs)],
-        cwd=cwd,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
-    assert done.returncode == 0, done.stderr
-    assert done.stderr == ""
-    report = json.loads(done.stdout)
-    return cwd, report["results"], report["imported"]
+    return (cwd, *front_end_probe(cwd, argvs))
 
 
 def test_glob_errors_need_no_tensorflow(probe):

@@ -182,11 +182,12 @@ def test_check_xy_flattens_column_targets():
         np.asfortranarray(np.arange(12.0).reshape(4, 3)),  # not C-contiguous
         np.arange(40.0).reshape(10, 4)[::3, 1:],  # a strided view
         np.ones((2, 5, 5, 1), np.float32),
+        np.arange(6.0).astype(">f8"),  # big-endian: held in native order
     ],
 )
 def test_held_tensor_is_an_exact_copy(array):
     tensor = data.held_tensor(array)
-    assert tensor.dtype == array.dtype and tuple(tensor.shape) == array.shape
+    assert tensor.dtype == array.dtype.newbyteorder("=") and tuple(tensor.shape) == array.shape
     np.testing.assert_array_equal(tensor.numpy(), array)
     array_before = array.copy()
     array[...] = -1.0  # the tensor holds a copy: changing the array later changes nothing
