@@ -244,7 +244,6 @@ def test_streamed_divergence_exits_1_and_keeps_the_saved_model(shards, capsys):
 
 
 # ------------------------------------------------------- errors answered without TensorFlow
-#: Runs each argv of a JSON list through `keras_mle_cli.main`, capturing its output.
 FILES = {
     "ok-0.csv": "a,b,y\n1,2,3\n2,1,5\n",
     "ok-1.csv": "a,b,y\n3,5,4\n",
