@@ -15,79 +15,9 @@ from keras_mle import checkpoint
 from keras_mle import data as data_lib
 from keras_mle.models.adaptation import Adaptation, DataMoments
 from keras_mle.models.input_checks import InputCheck, InputCheckCallback
+from keras_mle.parameters import Parameter
 
 __all__ = ["MaximumLikelihoodModel", "Parameter", "LikelihoodDerivatives"]
-
-
-class Parameter:
-    """One named parameter of a model: its variable, initializer, link and fixed components.
-
-    A positive parameter (a standard deviation, a rate) is stored as its log, so that it stays
-    strictly positive under any optimizer step; `value()` is always the natural value.
-
-    Fixed components (the model's `fixed=`) are read from `fixed_variable`, a non-trainable
-    variable, through a mask: the optimizer never sees them (their gradient is exactly 0, and
-    what any optimizer, weight decay included, does to those entries of `variable` is never
-    read). A wholly fixed parameter's `variable` is not trainable at all.
-
-    Attributes:
-        fixed_mask: Boolean array of the parameter's shape, True where fixed; `None` if free.
-        fixed_values: The fixed natural values in the user's units (float64; 0 where free).
-        fixed_working: The same in the working space of `adapt` (float64).
-        fixed_variable: Non-trainable variable of the stored (log for positive) working values.
-    """
-
-    def __init__(
-        self, name: str, variable, initializer, positive: bool, fixed_mask=None, fixed_values=None
-    ):
-        self.name = name
-        self.variable = variable
-        self.initializer = initializer
-        self.positive = positive
-        self.fixed_mask = fixed_mask
-        self.fixed_values = fixed_values
-        self.fixed_working = fixed_values
-        self.fixed_variable = None
-
-    @property
-    def is_fixed(self) -> bool:
-        """Whether any component is fixed."""
-        return self.fixed_mask is not None
-
-    def value(self):
-        """The natural value, as a tensor differentiable with respect to the variable."""
-        value = tf.convert_to_tensor(self.variable)
-        if self.fixed_variable is not None:
-            value = tf.where(self.fixed_mask, tf.convert_to_tensor(self.fixed_variable), value)
-        return tf.exp(value) if self.positive else value
-
-    def set_fixed_working(self, working) -> None:
-        """Sets the fixed components' natural working values (after `adapt`)."""
-        mask = self.fixed_mask
-        self.fixed_working = np.where(mask, np.asarray(working, np.float64), 0.0)
-        stored = np.log(np.where(mask, self.fixed_working, 1.0)) if self.positive else working
-        stored = np.where(mask, stored, 0.0).astype(self.variable.dtype)
-        self.fixed_variable.assign(stored)
-        self.variable.assign(np.where(mask, stored, self.variable.numpy()))
-
-    def with_fixed(self, value, *, working: bool):
-        """`value` (a float64 natural tensor) with its fixed components set exactly."""
-        if self.fixed_mask is None:
-            return value
-        exact = self.fixed_working if working else self.fixed_values
-        return tf.where(self.fixed_mask, tf.constant(exact, value.dtype), value)
-
-    def assign(self, natural_value) -> None:
-        """Sets the variable from a natural value."""
-        value = tf.convert_to_tensor(natural_value)
-        if self.positive:
-            value = tf.math.log(value)
-        self.variable.assign(tf.cast(value, self.variable.dtype))
-
-    def reset(self) -> None:
-        """Sets the variable back to its initializer's value."""
-        variable = self.variable
-        variable.assign(self.initializer(shape=variable.shape, dtype=variable.dtype))
 
 
 @dataclasses.dataclass(frozen=True)
