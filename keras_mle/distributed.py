@@ -4,8 +4,9 @@ Keras' own `fit` does not run under a multi-worker strategy (its symbolic build 
 per-replica batch, then its step outputs, across workers). A keras_mle model built and compiled in
 `strategy.scope()` of such a strategy therefore trains through `fit` here: one `tf.function`
 per step around `strategy.run(model.apply_step, ...)`, over
-`strategy.experimental_distribute_dataset`, with the callbacks driven through
-`keras.callbacks.CallbackList` as Keras does. No private Keras function is patched or called.
+`strategy.experimental_distribute_dataset`, with the epochs and callbacks driven by the
+package's one epoch driver (`keras_mle.epochs.run_epochs`). No private Keras function is
+patched or called.
 
 Every worker runs the same program with the same arguments; each step's loss is normalised by
 the weight total of the *global* batch (all-reduced in `apply_step`), so a step is the step of
@@ -16,18 +17,16 @@ one process on the same global batch, up to float32 rounding of the reordered su
 from __future__ import annotations
 
 import contextlib
-import math
 import shutil
 import tempfile
 import warnings
 
-import keras
 import numpy as np
 import tensorflow as tf
 
-from keras_mle import checkpoint
+from keras_mle import checkpoint, epochs
 from keras_mle import data as data_lib
-from keras_mle.models.input_checks import InputCheckCallback
+from keras_mle.models import arguments
 
 __all__ = ["is_multi_worker", "is_chief", "distribute_dataset", "fit"]
 
@@ -81,55 +80,15 @@ def distribute_dataset(strategy, dataset, *, name: str = "x"):
     return strategy.experimental_distribute_dataset(dataset)
 
 
-def fit(
-    model,
-    x=None,
-    y=None,
-    batch_size=None,
-    epochs=1,
-    verbose="auto",
-    callbacks=None,
-    validation_split=0.0,
-    validation_data=None,
-    shuffle=True,
-    class_weight=None,
-    sample_weight=None,
-    initial_epoch=0,
-    steps_per_epoch=None,
-    validation_steps=None,
-    validation_batch_size=None,
-    validation_freq=1,
-):
+def fit(model, args, x, y, sample_weight, validation_data, verbose):
     """`model.fit(...)` under a `MultiWorkerMirroredStrategy`; the model's `fit` calls it.
 
-    The arguments are those of `MaximumLikelihoodModel.fit`, checked the same way; `x` is
-    in-memory arrays or a `tf.data.Dataset` of global batches (not a generator or `PyDataset`).
-    Every worker must make the same call. Returns the `keras.callbacks.History` of the run, the
-    same on every worker.
+    `args` are `fit`'s checked arguments (`keras_mle.models.arguments.FitArguments`); `x` is
+    in-memory arrays (a dict of arrays for named inputs) or a `tf.data.Dataset` of global
+    batches (not a generator or `PyDataset`). Every worker must make the same call. Returns the
+    `keras.callbacks.History` of the run, the same on every worker.
     """
-    from keras_mle.models import base  # (base imports nothing from here: no cycle)
-
     strategy = model.distribute_strategy
-    batch_size = data_lib.check_optional_positive_int("batch_size", batch_size)
-    data_lib.check_positive_int("epochs", epochs)
-    data_lib.check_optional_positive_int("steps_per_epoch", steps_per_epoch)
-    data_lib.check_optional_positive_int("validation_steps", validation_steps)
-    data_lib.check_optional_positive_int("validation_batch_size", validation_batch_size)
-    data_lib.check_positive_int("validation_freq", validation_freq)
-    initial_epoch = base._check_initial_epoch(initial_epoch)
-    validation_split = base._check_validation_split(validation_split)
-    if validation_split and validation_data is not None:
-        raise ValueError(
-            f"validation_split={validation_split!r} and validation_data are both given: give "
-            "one of them."
-        )
-    shuffle = base._check_shuffle(shuffle)
-    base._check_callbacks(callbacks)
-    if class_weight is not None:
-        raise ValueError(
-            "class_weight is not supported by likelihood models: weight the samples with "
-            "sample_weight."
-        )
     if strategy.num_replicas_in_sync == 1:
         # The step guard's one-replica path applies the update inside a `tf.cond`, where the
         # optimizer of a multi-worker strategy cannot synchronise (merge_call).
@@ -145,32 +104,11 @@ def fit(
         )
     if verbose == "auto":
         verbose = 1 if is_chief(strategy) else 0  # one progress bar for the cluster
-
-    if base._is_in_memory(x):
-        x, y, sample_weight = model.check_data(x, y, sample_weight)
-        arrays = model._components(x, y, sample_weight)
-        if validation_split and validation_data is None:
-            arrays, held_out = base._split(arrays, validation_split)
-            validation_data = data_lib.array_dataset(
-                held_out, batch_size=validation_batch_size or batch_size or 32
-            )
-        model.prepare_training(arrays[0].shape, arrays[0][:1], None)
-        source = _ArraySource(strategy, arrays, batch_size or 32, shuffle)
-    elif isinstance(x, tf.data.Dataset):
-        model._check_stream(x, y, sample_weight, batch_size, validation_split)
-        if steps_per_epoch is None and int(x.cardinality()) == tf.data.INFINITE_CARDINALITY:
-            raise ValueError(f"{model.x_name}: the dataset repeats forever; give steps_per_epoch.")
-        source = _DatasetSource(strategy, x, model.x_name)
-    else:
-        raise TypeError(
-            f"{model.x_name}: under a MultiWorkerMirroredStrategy fit() takes in-memory arrays "
-            f"or a tf.data.Dataset of global batches, got a {type(x).__name__} (every worker "
-            "must read its share of the same batches, which only tf.data can shard)."
-        )
+    source, validation_data = _source(model, args, x, y, sample_weight, validation_data)
     if validation_data is not None:
         validation_data = distribute_dataset(
             strategy,
-            model.validation_dataset(validation_data, validation_batch_size or batch_size or 32),
+            model.validation_dataset(validation_data, args.rows_per_validation_batch),
             name="validation_data",
         )
     if len(model.metrics) > 1:
@@ -182,88 +120,127 @@ def fit(
         if not model.optimizer.built:
             # Built now on every worker (variable creation is collective), before any restore.
             model.optimizer.build(model.trainable_variables)
-
-    callbacks, scratch = _worker_callbacks(strategy, list(callbacks or []))
-    callbacks = [InputCheckCallback(), *callbacks]  # first: it acts before the others
+    callbacks, scratch = _worker_callbacks(strategy, args.callbacks)
     collectives = _Collectives(strategy)
+    run = _Run(model, args, source, collectives, callbacks)
     try:
-        initial_epoch = _initial_epoch(strategy, model, callbacks, scratch, initial_epoch)
-        epochs_of = collectives.gather([initial_epoch])[:, 0]
-        if epochs_of.min() != epochs_of.max():
-            raise ValueError(
-                f"The workers resume from different epochs ({int(epochs_of.min())} to "
-                f"{int(epochs_of.max())}): every worker must be given the same BackupAndRestore "
-                "folder, on storage they all read (the chief writes it)."
-            )
-        steps = steps_per_epoch or source.steps
-        callback_list = keras.callbacks.CallbackList(
-            callbacks,
-            add_history=True,
-            add_progbar=verbose != 0,
+        return epochs.run_epochs(
+            model,
+            run.epoch,
+            epochs=args.epochs,
+            steps=args.steps_per_epoch or source.steps,
+            callbacks=callbacks,
             verbose=verbose,
-            epochs=epochs,
-            steps=steps,
-            model=model,
-        )
-        train = _step_function(strategy, lambda batch: model.apply_step(*model._unpack(batch)))
-        test = _step_function(strategy, _test_step(model))
-        results = _results_function(model)
-        batch_logs = base._watches_batches(callbacks)
-        iterator = None
-        model.stop_training = False
-        callback_list.on_train_begin()
-        logs = {}
-        for epoch in range(initial_epoch, epochs):
-            callback_list.on_epoch_begin(epoch)
-            model.reset_metrics()
-            if steps_per_epoch is None:
-                batches = iter(source.epoch(collectives))
-            else:
-                iterator = iterator or iter(source.epoch(collectives))
-                batches = _take(iterator, steps_per_epoch)
-            ran = 0
-            for step, batch in enumerate(batches):
-                callback_list.on_train_batch_begin(step)
-                train(batch)
-                ran += 1
-                callback_list.on_train_batch_end(step, _floats(results()) if batch_logs else None)
-            if steps_per_epoch is not None and ran < steps_per_epoch:
-                warnings.warn(
-                    f"The data ran out after {ran} of steps_per_epoch={steps_per_epoch} steps "
-                    f"in epoch {epoch + 1}: training stops (repeat the dataset).",
-                    UserWarning,
-                    stacklevel=3,
-                )
-                model.stop_training = True
-            logs = {**_floats(results()), **_floats(model.parameter_logs())}
-            if validation_data is not None and (epoch + 1) % validation_freq == 0:
-                val = _evaluate(
-                    model, test, results, validation_data, validation_steps, callback_list
-                )
-                logs.update({f"val_{name}": value for name, value in val.items()})
-            callback_list.on_epoch_end(epoch, logs)
+            initial_epoch=args.initial_epoch,
+            validate=None if validation_data is None else run.validation(validation_data),
+            validation_freq=args.validation_freq,
+            restore=lambda c, m, e: _initial_epoch(strategy, collectives, c, m, scratch, e),
             # A callback may stop one worker only: all stop when any does, or they would hang.
-            stop = collectives.max([float(bool(model.stop_training))])[0]
-            model.stop_training = bool(stop)
-            if model.stop_training:
-                break
-        model.optimizer.finalize_variable_values(model.trainable_variables)
-        callback_list.on_train_end(logs)
+            agree_to_stop=lambda stop: bool(collectives.max([float(stop)])[0]),
+        )
     finally:
-        # (A run that raised gets no on_train_end: its backup folder's lock is freed here.)
-        checkpoint.release_backups(callbacks)
         for folder, _ in scratch.values():
             shutil.rmtree(folder, ignore_errors=True)
-    return model.history
+
+
+def _source(model, args, x, y, sample_weight, validation_data):
+    """The training batches of `fit`'s data, and the validation data."""
+    strategy = model.distribute_strategy
+    if arguments.is_in_memory(x):
+        x, y, sample_weight = model.check_data(x, y, sample_weight)
+        arrays = model.components(x, y, sample_weight)
+        if args.validation_split and validation_data is None:
+            arrays, held_out = arguments.split_rows(arrays, args.validation_split)
+            validation_data = data_lib.array_dataset(
+                held_out, batch_size=args.rows_per_validation_batch
+            )
+        model.prepare_training(
+            data_lib.inputs_shape(arrays[0]), data_lib.take_rows(arrays[0], slice(0, 1)), None
+        )
+        model.shuffle_seed = None  # drawn at the first epoch, unless a backup restores it
+        return _ArraySource(strategy, arrays, args.rows_per_batch, args.shuffle), validation_data
+    if isinstance(x, tf.data.Dataset):
+        model.check_stream(x, y, sample_weight, args.batch_size, args.validation_split)
+        if args.steps_per_epoch is None and int(x.cardinality()) == tf.data.INFINITE_CARDINALITY:
+            raise ValueError(f"{model.x_name}: the dataset repeats forever; give steps_per_epoch.")
+        return _DatasetSource(strategy, x, model.x_name), validation_data
+    raise TypeError(
+        f"{model.x_name}: under a MultiWorkerMirroredStrategy fit() takes in-memory arrays "
+        f"or a tf.data.Dataset of global batches, got a {type(x).__name__} (every worker "
+        "must read its share of the same batches, which only tf.data can shard)."
+    )
+
+
+class _Run:
+    """The epochs and validation of one multi-worker fit, for `keras_mle.epochs.run_epochs`."""
+
+    def __init__(self, model, args, source, collectives, callbacks):
+        self.model = model
+        self.args = args
+        self.source = source
+        self.collectives = collectives
+        strategy = model.distribute_strategy
+        self.train = _step_function(strategy, lambda batch: model.apply_step(*model.unpack(batch)))
+        self.test = _step_function(
+            strategy, lambda batch: model.evaluation_step(*model.unpack(batch))
+        )
+        self.results = _results_function(model)
+        self.batch_logs = arguments.watches_batches(callbacks)
+        self.iterator = None
+        self.seed = None
+
+    def epoch(self, epoch, callback_list):
+        """Trains epoch `epoch`; returns its logs."""
+        model, steps_per_epoch = self.model, self.args.steps_per_epoch
+        if self.seed is None:
+            self.seed = self.source.seed(model, self.collectives)
+        model.reset_metrics()
+        if steps_per_epoch is None:
+            batches = iter(self.source.epoch(self.seed, epoch))
+        else:
+            self.iterator = self.iterator or iter(self.source.epoch(self.seed, epoch))
+            batches = _take(self.iterator, steps_per_epoch)
+        ran = 0
+        for step, batch in enumerate(batches):
+            callback_list.on_train_batch_begin(step)
+            self.train(batch)
+            ran += 1
+            logs = epochs.float_logs(self.results()) if self.batch_logs else None
+            callback_list.on_train_batch_end(step, logs)
+        if steps_per_epoch is not None and ran < steps_per_epoch:
+            warnings.warn(
+                f"The data ran out after {ran} of steps_per_epoch={steps_per_epoch} steps "
+                f"in epoch {epoch + 1}: training stops (repeat the dataset).",
+                UserWarning,
+                stacklevel=3,
+            )
+            model.stop_training = True
+        return self.results()
+
+    def validation(self, dataset):
+        """The `validate` function of `run_epochs` for a distributed validation dataset."""
+
+        def validate(callback_list):
+            return _evaluate(
+                self.model,
+                self.test,
+                self.results,
+                dataset,
+                self.args.validation_steps,
+                callback_list,
+            )
+
+        return validate
 
 
 class _ArraySource:
     """Global batches of in-memory arrays, one `array_dataset` per epoch when shuffled.
 
     Each worker holds all the arrays and keeps its part of each batch (`DATA` sharding). When
-    shuffling, the epoch's order is drawn by the chief from NumPy's global generator
-    (`keras.utils.set_random_seed` fixes it, a `BackupAndRestore` backup restores it) and sent
-    to every worker, so that all of them cut the same global batches.
+    shuffling, every worker takes epoch `e`'s rows from `(seed, e)`
+    (`keras_mle.data.order`), the seed drawn once per fit by the chief (or restored from a
+    backup as `model.shuffle_seed`) and sent to every worker, so that all of them cut the same
+    global batches, those of a one-process `fit`.
     """
 
     def __init__(self, strategy, arrays, batch_size, shuffle):
@@ -271,19 +248,30 @@ class _ArraySource:
         self.arrays = arrays
         self.batch_size = batch_size
         self.shuffle = shuffle
-        self.steps = math.ceil(len(arrays[0]) / batch_size)
-        self._fixed = None
+        self.steps = data_lib.batches_per_epoch(data_lib.num_rows(arrays[0]), batch_size)
+        self.fixed = None
 
-    def epoch(self, collectives):
+    def seed(self, model, collectives):
+        """The fit's seed of the rows' order, the same on every worker (`None`: no shuffle)."""
         if not self.shuffle:
-            if self._fixed is None:
-                self._fixed = self._distributed(self.arrays)
-            return self._fixed
-        seed = collectives.from_chief(float(np.random.randint(2**52, dtype=np.int64)))
-        order = np.random.default_rng(int(seed)).permutation(len(self.arrays[0]))
-        return self._distributed(tuple(a[order] for a in self.arrays))
+            return None
+        if model.shuffle_seed is None:
+            model.shuffle_seed = data_lib.draw_seed()
+        # Exact through float64: seeds below 2**53 (a larger one is folded into that range).
+        chief = collectives.from_chief(float(model.shuffle_seed % 2**53))
+        model.shuffle_seed = int(chief)
+        return model.shuffle_seed
 
-    def _distributed(self, arrays):
+    def epoch(self, seed, epoch):
+        if seed is None:
+            if self.fixed is None:
+                self.fixed = self.distributed(self.arrays)
+            return self.fixed
+        n = data_lib.num_rows(self.arrays[0])
+        rows = data_lib.epoch_rows(seed, epoch, n, self.batch_size, self.shuffle).numpy()
+        return self.distributed(tuple(data_lib.take_rows(a, rows) for a in self.arrays))
+
+    def distributed(self, arrays):
         dataset = data_lib.array_dataset(arrays, batch_size=self.batch_size)
         return distribute_dataset(self.strategy, dataset)
 
@@ -294,10 +282,13 @@ class _DatasetSource:
     def __init__(self, strategy, dataset, name):
         cardinality = int(dataset.cardinality())
         self.steps = cardinality if cardinality > 0 else None
-        self._distributed = distribute_dataset(strategy, dataset, name=name)
+        self.dataset = distribute_dataset(strategy, dataset, name=name)
 
-    def epoch(self, collectives):
-        return self._distributed
+    def seed(self, model, collectives):
+        return None
+
+    def epoch(self, seed, epoch):
+        return self.dataset
 
 
 class _Collectives:
@@ -354,33 +345,6 @@ def _results_function(model):
     return results
 
 
-def _test_step(model):
-    """`model.test_step` without its reduced return value, for one replica's batch.
-
-    The metrics are read once after the last batch (`_results_function`), not reduced after
-    every batch as `test_step`'s return value would be.
-    """
-
-    def step(batch):
-        x, y, sample_weight = model._unpack(batch)
-        y = model._checked_target_shape(y)
-        x_t, y_t = model.working_data(x, y)
-        sample_losses = model.sample_loss(model.params_tensors(), x_t, y_t)
-        loss, weights = model._normalize(sample_losses, sample_weight)
-        predictions = model._metric_inputs(x, y)
-        model.test_input_check.guard(
-            x,
-            y,
-            sample_weight,
-            tf.math.is_finite(loss),
-            local=lambda: model._update_metrics(
-                model.user_losses(sample_losses), weights, predictions
-            ),
-        )
-
-    return step
-
-
 def _evaluate(model, test, results, dataset, steps, callback_list):
     """`val_` logs: the evaluation step `test` on every global batch of `dataset`, reduced."""
     callback_list.on_test_begin()
@@ -390,7 +354,7 @@ def _evaluate(model, test, results, dataset, steps, callback_list):
         callback_list.on_test_batch_begin(step)
         test(batch)
         callback_list.on_test_batch_end(step)
-    logs = _floats(results())
+    logs = epochs.float_logs(results())
     callback_list.on_test_end(logs)
     return logs
 
@@ -401,10 +365,6 @@ def _take(iterator, steps):
             yield next(iterator)
         except StopIteration:
             return
-
-
-def _floats(logs):
-    return {name: float(np.asarray(value)) for name, value in logs.items()}
 
 
 def _worker_callbacks(strategy, callbacks):
@@ -434,8 +394,11 @@ def _worker_callbacks(strategy, callbacks):
     return result, scratch
 
 
-def _initial_epoch(strategy, model, callbacks, scratch, requested):
-    """`checkpoint.initial_epoch`; a non-chief reads the chief's backup folder, never locks it."""
+def _initial_epoch(strategy, collectives, callbacks, model, scratch, requested):
+    """`checkpoint.initial_epoch`; a non-chief reads the chief's backup folder, never locks it.
+
+    Every worker must resume from the same epoch: a `ValueError` otherwise.
+    """
     epoch = checkpoint.initial_epoch(callbacks, model, requested)
     for _, source in scratch.values():
         if source.restore:
@@ -443,4 +406,11 @@ def _initial_epoch(strategy, model, callbacks, scratch, requested):
                 metadata = checkpoint.restore_backup(model, source.backup_dir)
                 if metadata is not None:
                     epoch = max(epoch, int(metadata.get("epoch", 0)))
+    epochs_of = collectives.gather([epoch])[:, 0]
+    if epochs_of.min() != epochs_of.max():
+        raise ValueError(
+            f"The workers resume from different epochs ({int(epochs_of.min())} to "
+            f"{int(epochs_of.max())}): every worker must be given the same BackupAndRestore "
+            "folder, on storage they all read (the chief writes it)."
+        )
     return epoch

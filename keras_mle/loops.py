@@ -9,9 +9,9 @@ modes:
   over the epoch's batches;
 - `"xla"`: the same epoch function compiled with XLA (`jit_compile=True`).
 
-Keras callbacks are driven through `keras.callbacks.CallbackList` (a `History` and a progress
-bar are added), so `EarlyStopping`, `ModelCheckpoint`, `TensorBoard` etc. work as in `fit()`:
-the logs hold `loss`, the compiled metrics, every parameter and, with `validation_data`,
+The epochs and the Keras callbacks are driven by the package's one epoch driver,
+`keras_mle.epochs.run_epochs` (a `History` and a progress bar are added), so `EarlyStopping`,
+`ModelCheckpoint`, `TensorBoard` etc. work as in `fit()`: the logs hold `loss`, the compiled metrics, every parameter and, with `validation_data`,
 `val_loss` and `val_<metric>` (computed by `model.evaluate`). In `"function"`/`"xla"` mode
 batch-level hooks run once per epoch (as `fit()` does with `steps_per_execution`), with the
 index of the epoch's last batch, so `stop_training` takes effect at the end of that epoch; in
@@ -25,13 +25,13 @@ from __future__ import annotations
 import math
 
 import keras
-import numpy as np
 import tensorflow as tf
 
 from keras_mle import checkpoint
 from keras_mle import data as data_lib
-from keras_mle.models.base import MaximumLikelihoodModel, _check_callbacks, _is_in_memory
-from keras_mle.models.input_checks import InputCheckCallback
+from keras_mle import epochs as epochs_lib
+from keras_mle.models import arguments
+from keras_mle.models.base import MaximumLikelihoodModel
 
 __all__ = ["train", "MODES"]
 
@@ -49,7 +49,7 @@ def train(
     mode: str = "function",
     callbacks=None,
     verbose: int = 1,
-    shuffle: bool = False,
+    shuffle: bool | str = False,
     sample_weight=None,
     validation_data=None,
     checkpoint_dir=None,
@@ -69,8 +69,11 @@ def train(
         mode: `"eager"`, `"function"` or `"xla"`. Defaults to `"function"`.
         callbacks: Keras callbacks. Defaults to `None`.
         verbose: 0 for silence, 1 for a progress bar. Defaults to `1`.
-        shuffle: Draw a new order of the samples every epoch (from NumPy's global generator,
-            which `keras.utils.set_random_seed` seeds). Defaults to `False`.
+        shuffle: `True` for a new order of the rows every epoch, `"batch"` for a new order of
+            the contiguous batches (the last, shorter batch last), `False` for the rows in
+            order. The order of epoch `e` comes from `(model.shuffle_seed, e)`, as in `fit`:
+            the seed is drawn from NumPy's global generator (which
+            `keras.utils.set_random_seed` seeds) and kept in backups. Defaults to `False`.
         sample_weight: Per-sample weights `>= 0`. Defaults to `None`.
         validation_data: `(x_val, y_val)` or `(x_val, y_val, sample_weight_val)` (for a model of
             a sample: `samples` or `(samples, sample_weight)`), evaluated at the end of every
@@ -93,7 +96,7 @@ def train(
             "model must be a keras_mle model (a keras_mle.MaximumLikelihoodModel), got "
             f"{type(model).__name__}: train other Keras models with model.fit()."
         )
-    if not _is_in_memory(x):
+    if not arguments.is_in_memory(x):
         raise TypeError(
             f"x: keras_mle.loops.train takes in-memory arrays, got a {type(x).__name__}; "
             "train on a tf.data.Dataset or a generator with model.fit()."
@@ -107,9 +110,8 @@ def train(
         raise ValueError("resume=True needs checkpoint_dir, the folder to resume from.")
     if checkpoint_dir is not None:
         checkpoint.check_folder("checkpoint_dir", checkpoint_dir)
-    if not isinstance(shuffle, (bool, np.bool_)):
-        raise TypeError(f"shuffle must be True or False, got {shuffle!r}.")
-    _check_callbacks(callbacks)
+    shuffle = data_lib.check_shuffle(shuffle)
+    arguments.check_callbacks(callbacks)
     optimizer = _get_optimizer(optimizer)
     x, y, sample_weight = model.check_data(x, y, sample_weight)
     if getattr(model, "optimizer", None) is not optimizer:
@@ -125,55 +127,27 @@ def train(
     if not optimizer.built:
         optimizer.build(model.trainable_variables)
 
-    n = data_lib.num_rows(x)
-    steps = math.ceil(n / batch_size)
-    callbacks = [InputCheckCallback(), *(callbacks or [])]
+    callbacks = list(callbacks or [])
     if checkpoint_dir is not None:
         backup = checkpoint.BackupAndRestore(
             checkpoint_dir, save_every=checkpoint_every, restore=resume, delete_checkpoint=False
         )
         callbacks.append(backup)
-    initial_epoch = checkpoint.initial_epoch(callbacks, model)
-    try:
-        callback_list = keras.callbacks.CallbackList(
-            callbacks,
-            add_history=True,
-            add_progbar=verbose != 0,
-            verbose=verbose,
-            epochs=epochs,
-            steps=steps,
-            model=model,
-        )
-        if mode == "eager":
-            run_epoch = _eager_epoch
-        else:
-            run_epoch = _graph_epoch(model, jit_compile=mode == "xla")
-        batches = None
+    epoch_runner = _Epochs(model, (x, y, sample_weight), batch_size, shuffle, mode)
 
-        model.stop_training = False
-        callback_list.on_train_begin()
-        logs = {}
-        for epoch in range(initial_epoch, epochs):
-            callback_list.on_epoch_begin(epoch)
-            if shuffle or batches is None:
-                order = np.random.permutation(n) if shuffle else slice(None)
-                batches = [data_lib.take_rows(a, order) for a in (x, y, sample_weight)]
-                if mode != "eager":
-                    batches = data_lib.stack_batches(*batches, batch_size=batch_size)
-            logs = run_epoch(model, batches, batch_size, callback_list, steps)
-            logs = {name: float(value) for name, value in logs.items()}
-            if validation_data is not None and not model.stop_training:
-                results = model.evaluate(validation_data, verbose=0, return_dict=True)
-                logs.update({f"val_{name}": value for name, value in results.items()})
-            callback_list.on_epoch_end(epoch, logs)
-            if model.stop_training:
-                break
-        optimizer.finalize_variable_values(model.trainable_variables)
-        callback_list.on_train_end(logs)
-    finally:
-        # (A run that raised gets no on_train_end: its backup folder's lock is freed here.)
-        checkpoint.release_backups(callbacks)
-    return model.history
+    def validate(callback_list):
+        return model.evaluate(validation_data, verbose=0, return_dict=True)
+
+    return epochs_lib.run_epochs(
+        model,
+        epoch_runner.run,
+        epochs=epochs,
+        steps=math.ceil(data_lib.num_rows(x) / batch_size),
+        callbacks=callbacks,
+        verbose=verbose,
+        validate=None if validation_data is None else validate,
+        restore=lambda c, m, e: epochs_lib.restore_training(c, m, e, shuffle=shuffle),
+    )
 
 
 def _get_optimizer(optimizer):
@@ -196,12 +170,46 @@ def _get_optimizer(optimizer):
     return found
 
 
-def _epoch_logs(model):
-    """The epoch's loss, metrics and every parameter component."""
-    return {**model.get_metrics_result(), **model.parameter_logs()}
+class _Epochs:
+    """The epochs of one `train` run: the rows of epoch `e` from `(model.shuffle_seed, e)`."""
+
+    def __init__(self, model, arrays, batch_size, shuffle, mode):
+        self.model = model
+        self.arrays = arrays
+        self.batch_size = batch_size
+        self.shuffle = shuffle
+        self.steps = math.ceil(data_lib.num_rows(arrays[0]) / batch_size)
+        self.epoch_function = None if mode == "eager" else _graph_epoch(model, mode == "xla")
+        self.fixed = None
+
+    def batches(self, epoch):
+        """The epoch's arrays in its rows' order (stacked into batches for the graph modes)."""
+        if not self.shuffle and self.fixed is not None:
+            return self.fixed
+        n = data_lib.num_rows(self.arrays[0])
+        order = data_lib.epoch_rows(
+            self.model.shuffle_seed, epoch, n, self.batch_size, self.shuffle
+        )
+        rows = slice(None) if order is None else order.numpy()
+        batches = [data_lib.take_rows(a, rows) for a in self.arrays]
+        if self.epoch_function is not None:
+            batches = data_lib.stack_batches(*batches, batch_size=self.batch_size)
+        if not self.shuffle:
+            self.fixed = batches
+        return batches
+
+    def run(self, epoch, callback_list):
+        """Trains epoch `epoch` (the `run_epoch` of `keras_mle.epochs.run_epochs`)."""
+        batches = self.batches(epoch)
+        if self.epoch_function is None:
+            return _eager_epoch(self.model, batches, self.batch_size, callback_list)
+        callback_list.on_train_batch_begin(self.steps - 1)
+        logs = self.epoch_function(batches)
+        callback_list.on_train_batch_end(self.steps - 1, logs)
+        return logs
 
 
-def _eager_epoch(model, batches, batch_size, callback_list, steps):
+def _eager_epoch(model, batches, batch_size, callback_list):
     x, y, sample_weight = batches
     model.reset_metrics()
     for step, start in enumerate(range(0, data_lib.num_rows(x), batch_size)):
@@ -218,7 +226,7 @@ def _eager_epoch(model, batches, batch_size, callback_list, steps):
         callback_list.on_train_batch_end(step, model.get_metrics_result())
         if model.stop_training:
             break
-    return _epoch_logs(model)
+    return model.get_metrics_result()
 
 
 def _graph_epoch(model, jit_compile):
@@ -226,12 +234,6 @@ def _graph_epoch(model, jit_compile):
     def train_epoch(batches):
         model.reset_metrics()
         model.train_batches(batches)
-        return _epoch_logs(model)
+        return model.get_metrics_result()
 
-    def run_epoch(model, batches, batch_size, callback_list, steps):
-        callback_list.on_train_batch_begin(steps - 1)
-        logs = train_epoch(batches)
-        callback_list.on_train_batch_end(steps - 1, logs)
-        return logs
-
-    return run_epoch
+    return train_epoch
