@@ -2,6 +2,7 @@
 
 import warnings
 
+import keras
 import numpy as np
 import pytest
 import scipy.stats
@@ -117,9 +118,13 @@ def test_integers_are_kept_exactly():
 def test_array_dataset_keeps_dtype_rows_and_cardinality(shuffle):
     x = np.arange(10, dtype=np.float64) + 1e8 + 0.25  # not representable in float32
     w = np.arange(10, dtype=np.float64)
-    dataset = data.array_dataset((x, w), batch_size=4, shuffle=shuffle)
-    assert int(dataset.cardinality()) == 3
-    batches = list(dataset)
+    dataset = data.array_dataset((x, w), batch_size=4, shuffle=shuffle, seed=5 if shuffle else None)
+    # One epoch of 3 batches; shuffled, one epoch after another without end (Keras is then
+    # given steps_per_epoch=3).
+    infinite = int(tf.data.INFINITE_CARDINALITY)
+    assert int(dataset.cardinality()) == (infinite if shuffle else 3)
+    assert data.batches_per_epoch(10, 4) == 3
+    batches = list(dataset.take(3))
     assert [len(b[0]) for b in batches] == [4, 4, 2]
     assert all(b[0].dtype == tf.float64 for b in batches)
     rows = np.concatenate([b[0].numpy() for b in batches])
@@ -128,6 +133,134 @@ def test_array_dataset_keeps_dtype_rows_and_cardinality(shuffle):
     np.testing.assert_array_equal(np.sort(rows), x)
     np.testing.assert_array_equal(weights, rows - x[0])
     assert np.array_equal(rows, x) != shuffle
+
+
+SEED = 2**40 + 3
+
+
+def epochs_of(dataset, n=10, batch_size=4, epochs=2):
+    """The rows of `epochs` consecutive epochs, read from the batches of `dataset`."""
+    batches = list(dataset.take(epochs * data.batches_per_epoch(n, batch_size)))
+    per_epoch = len(batches) // epochs
+    return [
+        np.concatenate([b[0].numpy() for b in batches[e * per_epoch : (e + 1) * per_epoch]])
+        for e in range(epochs)
+    ], [len(b[0]) for b in batches]
+
+
+@pytest.mark.parametrize("shuffle", [True, "batch"])
+def test_shuffled_array_dataset_reads_epoch_rows_epoch_after_epoch(shuffle):
+    x = np.arange(10.0)
+    arrays = (x, 10 * x)
+    rows, sizes = epochs_of(data.array_dataset(arrays, batch_size=4, shuffle=shuffle, seed=SEED))
+    assert sizes == [4, 4, 2, 4, 4, 2]  # each epoch ends with its short batch
+    for epoch in (0, 1):
+        expected = data.epoch_rows(SEED, epoch, 10, 4, shuffle).numpy()
+        np.testing.assert_array_equal(rows[epoch], x[expected], err_msg=f"epoch {epoch}")
+    # A resumed fit starts at its first epoch: the rows of epochs 3 and 4.
+    resumed = data.array_dataset(arrays, batch_size=4, shuffle=shuffle, seed=SEED, first_epoch=3)
+    rows, _ = epochs_of(resumed)
+    for epoch in (3, 4):
+        expected = data.epoch_rows(SEED, epoch, 10, 4, shuffle).numpy()
+        np.testing.assert_array_equal(rows[epoch - 3], x[expected], err_msg=f"epoch {epoch}")
+    # Weights travel with their rows.
+    batch = next(iter(resumed))
+    np.testing.assert_array_equal(batch[1], 10 * batch[0])
+
+
+class Recorder(keras.Model):
+    """A Keras model whose (eager) train step only records the rows of its batch."""
+
+    def __init__(self):
+        super().__init__()
+        self.rows = []
+
+    def train_step(self, data):
+        self.rows.append(data[0].numpy())
+        return {"rows": tf.constant(float(len(data[0])))}
+
+
+@pytest.mark.parametrize("shuffle", [True, "batch"])
+def test_keras_fit_reads_one_epoch_of_rows_per_epoch(shuffle):
+    # Given steps_per_epoch, Keras reads on through the endless dataset: its epoch e is
+    # exactly epoch e of the order, from a resumed fit's first epoch too.
+    x = np.arange(10.0)
+    for initial_epoch in (0, 3):
+        model = Recorder()
+        model.compile(run_eagerly=True)
+        dataset = data.array_dataset(
+            (x, x), batch_size=4, shuffle=shuffle, seed=SEED, first_epoch=initial_epoch
+        )
+        steps = data.batches_per_epoch(10, 4)
+        model.fit(dataset, epochs=initial_epoch + 2, initial_epoch=initial_epoch,
+                  steps_per_epoch=steps, shuffle=False, verbose=0)  # fmt: skip
+        assert [len(rows) for rows in model.rows] == [4, 4, 2] * 2
+        for k, epoch in enumerate((initial_epoch, initial_epoch + 1)):
+            seen = np.concatenate(model.rows[k * steps : (k + 1) * steps])
+            expected = data.epoch_rows(SEED, epoch, 10, 4, shuffle).numpy()
+            np.testing.assert_array_equal(seen, x[expected], err_msg=f"epoch {epoch}")
+
+
+def test_shuffled_array_dataset_keeps_the_element_structure():
+    x = {"a": np.arange(6.0), "b": np.arange(12.0).reshape(6, 2)}
+    y = np.arange(6.0) * 10
+    plain = data.array_dataset((x, y), batch_size=4)
+    shuffled = data.array_dataset((x, y), batch_size=4, shuffle=True, seed=SEED)
+    assert shuffled.element_spec == plain.element_spec
+    batch_x, batch_y = next(iter(shuffled))
+    rows = data.epoch_rows(SEED, 0, 6, 4, True).numpy()[:4]
+    np.testing.assert_array_equal(batch_x["a"], rows)
+    np.testing.assert_array_equal(batch_x["b"], x["b"][rows])
+    np.testing.assert_array_equal(batch_y, 10 * rows)
+
+
+def test_shuffling_needs_a_seed():
+    with pytest.raises(ValueError, match=r"^seed: array_dataset\(shuffle=True\) draws"):
+        data.array_dataset((np.arange(4.0),), batch_size=2, shuffle=True)
+    with pytest.raises(ValueError, match=r"^seed: epoch_arrays\(shuffle='batch'\) draws"):
+        data.epoch_arrays(np.arange(4.0), batch_size=2, shuffle="batch")
+    with pytest.raises(TypeError, match="^seed must be an integer or None, got 1.5"):
+        data.array_dataset((np.arange(4.0),), batch_size=2, shuffle=True, seed=1.5)
+    with pytest.raises(ValueError, match="^first_epoch must be an integer >= 0, got -1"):
+        data.array_dataset((np.arange(4.0),), batch_size=2, shuffle=True, seed=1, first_epoch=-1)
+    with pytest.raises(ValueError, match="^shuffle must be True, False or 'batch'"):
+        data.array_dataset((np.arange(4.0),), batch_size=2, shuffle="rows", seed=1)
+
+
+def rows_of_epoch(element):
+    """The rows of an `EpochArrays`, batch after batch, as its docstring tells a consumer."""
+    n = int(element.x.shape[0])
+    size = element.batch_size
+    full = n // size
+    if element.order is not None:
+        return element.order.numpy()
+    if element.batch_order is None:
+        return np.arange(n)
+    starts = element.batch_order.numpy() * size
+    return np.concatenate([*(np.arange(s, s + size) for s in starts), np.arange(full * size, n)])
+
+
+@pytest.mark.parametrize(
+    "kwargs, shuffle",
+    [
+        ({}, False),
+        ({"shuffle": False, "seed": SEED}, False),  # a seed given but not shuffling
+        ({"seed": SEED}, True),  # the previous release's seed= alone
+        ({"shuffle": True, "seed": SEED}, True),
+        ({"shuffle": "batch", "seed": SEED}, "batch"),
+    ],
+)
+def test_epoch_arrays_orders_each_epoch_as_epoch_rows(kwargs, shuffle):
+    x = np.arange(10.0)
+    epochs = iter(data.epoch_arrays(x, 2 * x, batch_size=4, first_epoch=2, **kwargs))
+    for epoch in (2, 3):
+        element = next(epochs)
+        assert isinstance(element, data.EpochArrays) and element.batch_size == 4
+        assert (element.order is not None) == (shuffle is True)
+        assert (element.batch_order is not None) == (shuffle == "batch")
+        expected = data.epoch_rows(SEED, epoch, 10, 4, shuffle)
+        expected = np.arange(10) if expected is None else expected.numpy()
+        np.testing.assert_array_equal(rows_of_epoch(element), expected, err_msg=f"epoch {epoch}")
 
 
 def test_array_dataset_of_one_array_yields_bare_batches():

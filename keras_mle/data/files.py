@@ -25,7 +25,7 @@ import os
 import numpy as np
 import tensorflow as tf
 
-from keras_mle import data as data_lib
+from keras_mle.data import validation
 
 __all__ = ["csv_dataset", "write_shards", "shard_dataset"]
 
@@ -152,7 +152,7 @@ def csv_dataset(
     with line-level messages), and an empty or NaN cell with `missing="error"` gives
     `column '<name>' has a missing or NaN value in <pattern>`.
     """
-    data_lib.check_positive_int("batch_size", batch_size)
+    validation.check_positive_int("batch_size", batch_size)
     if missing not in _MISSING:
         raise ValueError(f"missing must be one of {_MISSING}, got {missing!r}.")
     if not isinstance(sep, str) or len(sep) != 1:
@@ -252,11 +252,11 @@ def write_shards(
         dtype: `"float32"` (the default) or `"float64"`.
         overwrite: Replace existing shards of the same prefix. Defaults to `False`.
     """
-    data_lib.check_positive_int("rows_per_shard", rows_per_shard)
+    validation.check_positive_int("rows_per_shard", rows_per_shard)
     if np.dtype(dtype) not in (np.float32, np.float64):
         raise ValueError(f"dtype must be float32 or float64, got {dtype!r}.")
-    x, y = data_lib.check_xy(x, y)
-    sample_weight = data_lib.check_sample_weight(sample_weight, len(x))
+    x, y = validation.check_xy(x, y)
+    sample_weight = validation.check_sample_weight(sample_weight, len(x))
     prefix = os.fspath(prefix)
     folder = os.path.dirname(os.path.abspath(prefix))
     if not os.path.isdir(folder):
@@ -302,8 +302,8 @@ def shard_dataset(manifest, *, batch_size: int, block_rows: int | None = None):
         A `tf.data.Dataset` of `(x, y[, sample_weight])` batches (`x` of shape `(B, k)`), or of
         `x` alone when no `y` was written, of known cardinality.
     """
-    data_lib.check_positive_int("batch_size", batch_size)
-    block_rows = data_lib.check_optional_positive_int("block_rows", block_rows) or batch_size
+    validation.check_positive_int("batch_size", batch_size)
+    block_rows = validation.check_optional_positive_int("block_rows", block_rows) or batch_size
     manifest = os.fspath(manifest)
     try:
         with open(manifest) as file:
