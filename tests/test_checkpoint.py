@@ -182,11 +182,11 @@ def test_resume_needs_a_checkpoint_dir():
 CHILD_SCRIPT = """
 import os, sys, time
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
-from keras_mle import checkpoint
+from keras_mle.checkpoint import atomic
 
 checkpoint_dir, marker, block_at = sys.argv[1], sys.argv[2], int(sys.argv[3])
 commits = []
-commit = checkpoint._commit
+commit = atomic.commit
 
 
 def blocking_commit(temporary, path):
@@ -200,7 +200,7 @@ def blocking_commit(temporary, path):
     commit(temporary, path)
 
 
-checkpoint._commit = blocking_commit
+atomic.commit = blocking_commit
 {run_training}
 run_training(checkpoint_dir, epochs={epochs})
 """
@@ -296,7 +296,7 @@ def test_failure_between_write_and_rename_keeps_the_previous_backup(tmp_path, mo
         assert os.path.getsize(temporary) > 0
         raise OSError("disk full (injected)")
 
-    monkeypatch.setattr(checkpoint, "_commit", failing_commit)
+    monkeypatch.setattr(checkpoint.atomic, "commit", failing_commit)
     with pytest.raises(OSError, match="injected"):
         checkpoint.write_backup(model, tmp_path, {"epoch": 4})
     with pytest.raises(OSError, match="injected"):
@@ -565,13 +565,13 @@ def _plain_model(seed=0, learning_rate=0.02):
 def _record_backups(monkeypatch):
     """The epochs of every backup `BackupAndRestore` writes, in order."""
     written = []
-    write = checkpoint.write_backup
+    write = checkpoint.backup.write_backup
 
     def recording_write(model, directory, metadata, **kwargs):
         written.append(metadata["epoch"])
         return write(model, directory, metadata, **kwargs)
 
-    monkeypatch.setattr(checkpoint, "write_backup", recording_write)
+    monkeypatch.setattr(checkpoint.backup, "write_backup", recording_write)
     return written
 
 
@@ -728,7 +728,9 @@ def test_model_checkpoint_rejects_what_cannot_resume_or_load(tmp_path):
 
 
 def test_checkpoint_uses_no_private_keras_attribute():
-    source = inspect.getsource(checkpoint)
+    modules = [checkpoint.atomic, checkpoint.lock, checkpoint.sealed, checkpoint.model_file]
+    modules += [checkpoint.backup, checkpoint.callbacks, checkpoint]
+    source = "".join(inspect.getsource(module) for module in modules)
     assert not re.findall(r"\b(model|self\.model|optimizer)\._[a-z]", source)
     # The callbacks are plain Keras callbacks, not subclasses of Keras' checkpoint callbacks.
     for cls in (BackupAndRestore, ModelCheckpoint):

@@ -8,6 +8,7 @@ generation with a warning, whose resumed numbers equal an uninterrupted run's ex
 
 import fcntl
 import gc
+import json
 import os
 import subprocess
 import sys
@@ -221,6 +222,50 @@ def test_a_run_in_another_thread_is_refused_while_it_holds_the_folder(tmp_path):
         holders[0].on_epoch_end(0)
     second.release()
     assert another_process_can_lock(tmp_path)
+
+
+def test_a_run_of_the_same_thread_takes_over_and_the_old_callback_writes_no_more(tmp_path):
+    first = BackupAndRestore(tmp_path)
+    model = new_model()
+    assert checkpoint.initial_epoch([first], model) == 0
+    first.set_model(model)
+    first.on_train_begin()  # ... and the run ends with an exception: no on_train_end
+    assert first.lock.held()
+    second = BackupAndRestore(tmp_path)
+    assert checkpoint.initial_epoch([second], new_model()) == 0  # this thread's run is over
+    assert second.lock.held() and not first.lock.held()
+    with pytest.raises(BackupInUseError, match="taken over"):
+        first.on_epoch_end(0)
+    assert os.listdir(tmp_path) == [checkpoint.LOCK_FILE]  # the old run wrote nothing
+    second.release()
+    assert another_process_can_lock(tmp_path)
+    first.release()  # releases nothing that is not its own
+    assert another_process_can_lock(tmp_path)
+
+
+@pytest.mark.parametrize("kind", ["symbolic link", "dangling symbolic link", "folder"])
+def test_a_lock_file_that_is_not_a_regular_file_is_refused_and_left_alone(tmp_path, kind):
+    folder, users_file = tmp_path / "backup", tmp_path / "notes.txt"
+    folder.mkdir()
+    users_file.write_bytes(b"the user's own notes\n")
+    lock_file = folder / checkpoint.LOCK_FILE
+    if kind == "folder":
+        lock_file.mkdir()
+    else:
+        os.symlink(users_file if kind == "symbolic link" else tmp_path / "missing", lock_file)
+    what = "not a regular file" if kind == "folder" else "a symbolic link"
+    model = new_model()
+    for attempt in (
+        lambda: checkpoint.initial_epoch([BackupAndRestore(folder)], model),
+        lambda: checkpoint.write_backup(model, folder, {"epoch": 1}),
+        lambda: train(folder, 1),
+    ):
+        with pytest.raises(ValueError, match=f"lock file .* is {what}"):
+            attempt()
+    assert users_file.read_bytes() == b"the user's own notes\n"
+    assert not (tmp_path / "missing").exists()
+    assert sorted(os.listdir(folder)) == [checkpoint.LOCK_FILE]  # no backup was written
+    assert os.path.islink(lock_file) == (kind != "folder")
 
 
 class Interrupted(Exception):
@@ -453,3 +498,93 @@ def test_new_files_get_the_umask_mode_and_replaced_files_keep_theirs(tmp_path, u
     os.chmod(tmp_path / "backup" / checkpoint.WEIGHTS_FILE, 0o640)
     checkpoint.write_backup(model, tmp_path / "backup", {"epoch": 3})
     assert mode(tmp_path / "backup" / checkpoint.WEIGHTS_FILE) == 0o640
+
+
+def test_model_checkpoint_scans_the_state_once_per_save(tmp_path, monkeypatch):
+    scans = []
+    scan = checkpoint.model_file.non_finite_variables
+
+    def counting_scan(model):
+        scans.append(model)
+        return scan(model)
+
+    monkeypatch.setattr(checkpoint.model_file, "non_finite_variables", counting_scan)
+    model = new_model()
+    callback = ModelCheckpoint(tmp_path / "{epoch}.weights.h5", save_weights_only=True)
+    callback.set_model(model)
+    callback.on_epoch_end(0, {"loss": 1.0})
+    callback.on_epoch_end(1, {"loss": 0.5})
+    assert len(scans) == 2  # one scan per file written
+    assert (tmp_path / "1.weights.h5").is_file() and (tmp_path / "2.weights.h5").is_file()
+    model.trainable_variables[0].assign(np.full(model.trainable_variables[0].shape, np.inf))
+    with pytest.warns(keras_mle.DivergenceWarning, match="did not write"):
+        callback.on_epoch_end(2, {"loss": 0.1})
+    assert len(scans) == 3 and not (tmp_path / "3.weights.h5").exists()
+
+
+# ------------------------------------------------------------------- what a run remembers
+def test_the_run_remembers_the_file_it_wrote_only_while_it_holds_the_folder(tmp_path):
+    model = new_model()
+    backup = BackupAndRestore(tmp_path, delete_checkpoint=False)
+    checkpoint.initial_epoch([backup], model)
+    backup.set_model(model)
+    backup.on_train_begin()
+    backup.on_epoch_end(0)
+    identity, metadata = backup.lock.latest_known
+    assert metadata["epoch"] == 1
+    assert identity[:2] == (
+        os.stat(tmp_path / checkpoint.WEIGHTS_FILE).st_dev,
+        os.stat(tmp_path / checkpoint.WEIGHTS_FILE).st_ino,
+    )
+    backup.on_epoch_end(1)
+    assert backup.lock.latest_known[1]["epoch"] == 2
+    backup.on_train_end()
+    assert backup.lock is None  # what it knew went with the lock
+    # A new run verifies what it finds: it trusts nothing from the last one.
+    FLIPS["the iteration count"](tmp_path / checkpoint.WEIGHTS_FILE)
+    later = BackupAndRestore(tmp_path)
+    with pytest.warns(UserWarning, match="checksum mismatch"):
+        assert later.restore_state(new_model()) == 1
+    assert later.lock.latest_known is None  # the latest failed: nothing to remember
+    later.release()
+
+
+# ------------------------------------------------------------------- the atomic writer
+def test_write_bytes_and_json_replace_a_file_whole_with_the_umask_mode(tmp_path, umask_022):
+    path = tmp_path / "record.json"
+    checkpoint.atomic.write_json(path, {"epochs": 3})
+    assert json.loads(path.read_text()) == {"epochs": 3}
+    assert mode(path) == 0o644  # as open(path, "w") gives, not mkstemp's 0o600
+    os.chmod(path, 0o640)
+    checkpoint.atomic.write_bytes(path, b"replaced")
+    assert path.read_bytes() == b"replaced" and mode(path) == 0o640
+    assert os.listdir(tmp_path) == ["record.json"]
+
+
+def test_atomic_writers_keep_the_old_file_and_leave_no_temporary_on_failure(tmp_path, monkeypatch):
+    path = tmp_path / "record.json"
+    path.write_bytes(b"old")
+
+    def failing_commit(temporary, target):
+        assert open(temporary, "rb").read() == b'{"new": 1}'
+        raise OSError(28, "No space left on device (injected)")
+
+    monkeypatch.setattr(checkpoint.atomic, "commit", failing_commit)
+    with pytest.raises(OSError, match="injected") as raised:
+        checkpoint.atomic.write_json(path, {"new": 1})
+    assert raised.value.errno == 28  # unchanged
+    monkeypatch.undo()
+    with pytest.raises(TypeError):
+        checkpoint.atomic.write_json(path, {"not JSON": object()})
+    with pytest.raises(FileNotFoundError):
+        checkpoint.atomic.write_bytes(tmp_path / "missing" / "x.json", b"{}")
+
+    def failing_write(temporary):
+        with open(temporary, "wb") as file:
+            file.write(b"half")
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        checkpoint.atomic.write_file(path, failing_write)
+    assert path.read_bytes() == b"old"
+    assert os.listdir(tmp_path) == ["record.json"]
