@@ -329,7 +329,7 @@ def _results_function(model):
     """The metrics' results over all replicas of all workers.
 
     Read in cross-replica context, where each metric variable (synchronised on read) is
-    reduced across the workers as its aggregation says: what `_metric_results` computes in a
+    reduced across the workers as its aggregation says: what `metric_results` computes in a
     replica. (There, under this strategy, the all-reduce of a bare variable read is refused: it
     has no device of its own.)
     """

@@ -110,7 +110,7 @@ def py_dataset_spec(model, dataset):
     """The element spec of a `keras.utils.PyDataset`, from its first batch (`dataset[0]`).
 
     A PyDataset is indexed, so reading batch 0 consumes nothing. Non-numeric parts get a
-    `tf.string` spec, which the checks of `_check_stream` then refuse naming the part.
+    `tf.string` spec, which the checks of `check_stream` then refuse naming the part.
     """
     if dataset.num_batches == 0:
         raise ValueError(

@@ -112,6 +112,9 @@ class MaximumLikelihoodModel(ParameterRegistry, DerivativesMixin, Trainer):
         #: The seed of the rows' order in a shuffled `fit(x, y)` (drawn from NumPy's generator
         #: at the start of each `fit`; kept in a `BackupAndRestore` backup for its resume).
         self.shuffle_seed = None
+        #: Why the last fit stopped early (a divergence), or `None`; set by the input-check
+        #: callback at the end of the epoch that diverged.
+        self.divergence = None
         self.loss_tracker = keras.metrics.Mean(name="loss", dtype=self.likelihood_dtype)
         # Set by the steps when they refuse a batch; read by the fit/evaluate input-check callback.
         self.train_input_check = InputCheck(name="train_input_check")
@@ -187,9 +190,7 @@ class MaximumLikelihoodModel(ParameterRegistry, DerivativesMixin, Trainer):
 
     def refine(self, x, y=None, sample_weight=None, *, max_steps=20, tol=1e-10):
         """Float64 Newton steps to the optimum (`keras_mle.refine.refine`); returns its report."""
-        from keras_mle.refine import refine  # (keras_mle.refine imports this module)
-
-        return refine(self, x, y, sample_weight, max_steps=max_steps, tol=tol)
+        return newton.refine(self, x, y, sample_weight, max_steps=max_steps, tol=tol)
 
     # ---------------------------------------------------------------- adapt
     @property
@@ -366,49 +367,6 @@ class MaximumLikelihoodModel(ParameterRegistry, DerivativesMixin, Trainer):
         # this model's loss first, then the compiled and user metrics.
         others = [m for m in super().metrics if m.name != "loss" and not isinstance(m, InputCheck)]
         return [self.loss_tracker, *others]
-
-    def compile(
-        self,
-        optimizer="rmsprop",
-        loss=None,
-        loss_weights=None,
-        metrics=None,
-        weighted_metrics=None,
-        run_eagerly=False,
-        steps_per_execution=1,
-        jit_compile="auto",
-        auto_scale_loss=True,
-    ):
-        """`keras.Model.compile` without a `loss`: the model's likelihood is its loss.
-
-        `metrics` (and `weighted_metrics`) are computed on the model's mean prediction
-        (`predict`) against the targets `y` (for a model of a sample: the sample).
-        """
-        for name, value in (("loss", loss), ("loss_weights", loss_weights)):
-            if value is not None:
-                raise ValueError(
-                    f"{name}: {type(self).__name__} is fitted by its own likelihood "
-                    f"(sample_loss), so compile() takes no {name}. Pass metrics=[...] to track "
-                    "other measures of the fit."
-                )
-        # "auto" lets `fit` compile large in-memory epochs with XLA (see `_XLA_ROWS`).
-        self._auto_jit = jit_compile == "auto"
-        super().compile(
-            optimizer=optimizer,
-            metrics=metrics,
-            weighted_metrics=weighted_metrics,
-            run_eagerly=run_eagerly,
-            steps_per_execution=steps_per_execution,
-            jit_compile=jit_compile,
-            auto_scale_loss=auto_scale_loss,
-        )
-
-    def compile_from_config(self, config):
-        # Keras skips this for models that override compile(); these models' compile() takes
-        # the same arguments, so a loaded `.keras` model is compiled (optimizer state included).
-        self.compile(**keras.saving.deserialize_keras_object(config))
-        if self.built:
-            self.optimizer.build(self.trainable_variables)
 
     def apply_step(self, x, y=None, sample_weight=None, *, checked=False):
         """One optimizer step on one batch, with the loss tracker and metrics updated.
@@ -607,6 +565,6 @@ class MaximumLikelihoodModel(ParameterRegistry, DerivativesMixin, Trainer):
         return x
 
     def components(self, x, y, sample_weight):
-        # The element layout of `_unpack`: (x, y, w) for a regression, (x, w) for a sample.
+        # The element layout of `unpack`: (x, y, w) for a regression, (x, w) for a sample.
         parts = (x, y, sample_weight) if self.takes_targets else (x, sample_weight)
         return tuple(a for a in parts if a is not None)

@@ -9,7 +9,8 @@ import tensorflow as tf
 from keras_mle import data as data_lib
 from keras_mle import distributions, losses
 from keras_mle import metrics as metrics_lib
-from keras_mle.models.base import MaximumLikelihoodModel, _spec_shape, _x_spec
+from keras_mle.models import arguments
+from keras_mle.models.base import MaximumLikelihoodModel
 
 __all__ = ["GaussianNetwork"]
 
@@ -191,7 +192,7 @@ class GaussianNetwork(MaximumLikelihoodModel):
         batch_size = data_lib.check_optional_positive_int("batch_size", batch_size)
         if isinstance(x, tf.data.Dataset):
             dataset = x.map(lambda *e: keras.utils.unpack_x_y_sample_weight(e)[0])
-            shape = _spec_shape(_x_spec(self, dataset.element_spec))
+            shape = arguments.spec_shape(arguments.x_spec(self, dataset.element_spec))
             self.check_input_shape(shape)
             self._build_from_shape(shape)
         else:

@@ -80,7 +80,7 @@ class GaussianRegression(LinearRegression):
         )
         model.build((None, self.features))
         for name in ("m", "b"):
-            model._parameters[name].variable.assign(self._parameters[name].variable)
+            model.parameter(name).variable.assign(self.parameter(name).variable)
         return model
 
     def predict_distribution(self, x, **kwargs):

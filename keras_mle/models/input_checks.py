@@ -13,7 +13,6 @@ other callback sees the epoch.
 from __future__ import annotations
 
 import warnings
-import weakref
 
 import keras
 import numpy as np
@@ -163,6 +162,11 @@ class InputCheckCallback(keras.callbacks.Callback):
     `ConvergenceStopping` records its own.
     """
 
+    def __init__(self):
+        super().__init__()
+        # `(optimizer, variables, start)` of `_epoch_start`, made again for a new optimizer.
+        self._epoch_start = None
+
     def on_train_begin(self, logs=None):
         self.epoch = 0
         self.model.divergence = None
@@ -173,7 +177,10 @@ class InputCheckCallback(keras.callbacks.Callback):
 
     def on_epoch_begin(self, epoch, logs=None):
         self.epoch = epoch
-        self._variables, start = _epoch_start(self.model)
+        optimizer = getattr(self.model, "optimizer", None)
+        if self._epoch_start is None or self._epoch_start[0] is not optimizer:
+            self._epoch_start = (optimizer, *_epoch_start(self.model))
+        _, self._variables, start = self._epoch_start
         self._start = start()
 
     def on_epoch_end(self, epoch, logs=None):
@@ -219,29 +226,20 @@ class InputCheckCallback(keras.callbacks.Callback):
         self.model.stop_training = True
 
 
-#: Per model: `(optimizer, variables, start)` of `_epoch_start`, rebuilt for a new optimizer.
-_EPOCH_STARTS = weakref.WeakKeyDictionary()
-
-
 def _epoch_start(model):
     """`(variables, start)`: `start()` resets the training check and returns `variables`' values.
 
     One compiled call at each epoch's start (eager reads and assigns, one per variable, cost
-    more than a small model's whole epoch), cached per model and optimizer.
+    more than a small model's whole epoch); the callback keeps it for its run.
     """
-    optimizer = getattr(model, "optimizer", None)
-    cached = _EPOCH_STARTS.get(model)
-    if cached is None or cached[0] is not optimizer:
-        check, variables = model.train_input_check, _state_variables(model)
+    check, variables = model.train_input_check, _state_variables(model)
 
-        def start():
-            for variable in check.variables:
-                variable.assign(tf.zeros_like(variable))
-            return [tf.identity(variable) for variable in variables]
+    def start():
+        for variable in check.variables:
+            variable.assign(tf.zeros_like(variable))
+        return [tf.identity(variable) for variable in variables]
 
-        cached = (optimizer, variables, tf.function(start, autograph=False))
-        _EPOCH_STARTS[model] = cached
-    return cached[1], cached[2]
+    return variables, tf.function(start, autograph=False)
 
 
 def _state_variables(model):

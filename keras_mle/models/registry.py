@@ -94,6 +94,14 @@ class ParameterRegistry:
         """Names of the features (a DataFrame's columns, or `feature_names=`), or `None`."""
         return None if self._feature_names is None else list(self._feature_names)
 
+    def parameter(self, name: str) -> Parameter:
+        """The `Parameter` object of parameter `name` (its variable, link and fixed mask)."""
+        if name not in self._parameters:
+            raise KeyError(
+                f"{type(self).__name__} has no parameter {name!r}: {list(self._parameters)}."
+            )
+        return self._parameters[name]
+
     def component_names(self, name: str) -> list:
         """Names of the flattened components of parameter `name`, as in `param_names`.
 

@@ -36,6 +36,55 @@ XLA_ROWS = 100_000
 class Trainer(keras.Model):
     """`fit`, `evaluate` and `predict` over the model's protocol (see the module docstring)."""
 
+    def __init__(self, **kwargs):
+        super().__init__(**kwargs)
+        #: Whether `compile` was given `jit_compile="auto"` (set by `compile`), under which `fit`
+        #: compiles large in-memory epochs with XLA.
+        self._auto_jit = False
+
+    def compile(
+        self,
+        optimizer="rmsprop",
+        loss=None,
+        loss_weights=None,
+        metrics=None,
+        weighted_metrics=None,
+        run_eagerly=False,
+        steps_per_execution=1,
+        jit_compile="auto",
+        auto_scale_loss=True,
+    ):
+        """`keras.Model.compile` without a `loss`: the model's likelihood is its loss.
+
+        `metrics` (and `weighted_metrics`) are computed on the model's mean prediction
+        (`predict`) against the targets `y` (for a model of a sample: the sample).
+        """
+        for name, value in (("loss", loss), ("loss_weights", loss_weights)):
+            if value is not None:
+                raise ValueError(
+                    f"{name}: {type(self).__name__} is fitted by its own likelihood "
+                    f"(sample_loss), so compile() takes no {name}. Pass metrics=[...] to track "
+                    "other measures of the fit."
+                )
+        # "auto" lets `fit` compile large in-memory epochs with XLA (see `XLA_ROWS`).
+        self._auto_jit = jit_compile == "auto"
+        super().compile(
+            optimizer=optimizer,
+            metrics=metrics,
+            weighted_metrics=weighted_metrics,
+            run_eagerly=run_eagerly,
+            steps_per_execution=steps_per_execution,
+            jit_compile=jit_compile,
+            auto_scale_loss=auto_scale_loss,
+        )
+
+    def compile_from_config(self, config):
+        # Keras skips this for models that override compile(); these models' compile() takes
+        # the same arguments, so a loaded `.keras` model is compiled (optimizer state included).
+        self.compile(**keras.saving.deserialize_keras_object(config))
+        if self.built:
+            self.optimizer.build(self.trainable_variables)
+
     def train_step(self, data):
         if isinstance(data, data_lib.EpochBatches):
             if self.distribute_strategy.num_replicas_in_sync > 1:
