@@ -9,8 +9,10 @@ prints nothing on stderr (no TensorFlow log lines). The errors answered without 
 import json
 import os
 import re
+import stat
 import subprocess
 import sys
+import threading
 from pathlib import Path
 
 import keras
@@ -337,3 +339,94 @@ def test_console_fit_is_quiet_and_converges_on_badly_scaled_data(tmp_path):
     rows = summary_rows(done.stdout)
     assert list(rows) == ["m[income]", "m[debt]", "b"]
     assert rows["m[income]"][0] == pytest.approx(reference["m"][0], rel=1e-5)
+
+
+def test_records_are_written_with_the_umask_mode(tmp_path, capsys, data):
+    """The record in the backup folder and beside the model: mode 0o666 less the umask."""
+    path, _ = data
+    old = os.umask(0o022)
+    try:
+        code, _, err = run(
+            capsys, "fit", "linear", "--data", path, "--x", "a,b", "--y", "y",
+            "--checkpoint-dir", tmp_path / "backup", "--out", tmp_path / "m.keras",
+        )  # fmt: skip
+    finally:
+        os.umask(old)
+    assert (code, err) == (0, "")
+    for record in (tmp_path / "backup" / "keras_mle_cli.json", tmp_path / "m.keras.json"):
+        assert stat.S_IMODE(os.stat(record).st_mode) == 0o644, record
+    assert json.loads((tmp_path / "backup" / "keras_mle_cli.json").read_text()) == {
+        "model": "linear",
+        "x": ["a", "b"],
+        "y": "y",
+        "optimizer": "sgd",
+    }
+
+
+def test_a_run_refused_by_the_backup_lock_leaves_the_record_of_the_running_fit(
+    tmp_path, capsys, data
+):
+    path, _ = data
+    backup = tmp_path / "backup"
+    backup.mkdir()
+    running = {"model": "gaussian-regression", "x": ["a", "b"], "y": "y", "optimizer": "nadam"}
+    (backup / "keras_mle_cli.json").write_text(json.dumps(running))
+    held, done = threading.Event(), threading.Event()
+
+    def hold_the_folder():  # the running fit, in another thread of this process
+        holder = checkpoint.BackupAndRestore(backup, restore=False)
+        holder.restore_state(object())  # takes the folder's lock (nothing to restore)
+        held.set()
+        done.wait(120)
+        holder.release()
+
+    thread = threading.Thread(target=hold_the_folder)
+    thread.start()
+    try:
+        assert held.wait(60)
+        code, out, err = run(
+            capsys, "fit", "linear", "--data", path, "--x", "a", "--y", "y",
+            "--checkpoint-dir", backup,
+        )  # fmt: skip
+    finally:
+        done.set()
+        thread.join()
+    assert (code, out) == (2, "")
+    assert err.startswith("keras-mle fit: error: --checkpoint-dir: The backup folder ")
+    assert "in use by another training run in this process" in err
+    assert json.loads((backup / "keras_mle_cli.json").read_text()) == running
+
+
+def test_show_labels_come_from_the_model(tmp_path, capsys, data):
+    """The fitted model's own labels, record or not; `name_i` for a vector without features."""
+    path, _ = data
+    out_file = tmp_path / "m.keras"
+    code, _, err = run(
+        capsys, "fit", "linear", "--data", path, "--x", "a,b", "--y", "y", "--out", out_file
+    )
+    assert (code, err) == (0, "")
+    os.remove(f"{out_file}.json")
+    code, shown, err = run(capsys, "show", out_file)
+    assert (code, err) == (0, "")
+    fitted = keras.models.load_model(out_file)
+    assert printed_parameters(shown) == pytest.approx(
+        {
+            "m[a]": fitted.params["m"][0],
+            "m[b]": fitted.params["m"][1],
+            "b": float(fitted.params["b"]),
+        },
+        rel=1e-7,
+    )
+
+    import keras_mle
+
+    unnamed = keras_mle.LinearRegression()
+    unnamed(np.zeros((2, 2), np.float32))
+    unnamed.set_params({"m": np.array([1.5, -2.0]), "b": 0.25})
+    unnamed.save(tmp_path / "unnamed.keras")
+    code, shown, err = run(capsys, "show", tmp_path / "unnamed.keras")
+    assert (code, err) == (0, "")
+    # The table prints 8 significant digits of float32 values set from these decimals.
+    assert printed_parameters(shown) == pytest.approx(
+        {"m_0": 1.5, "m_1": -2.0, "b": 0.25}, rel=1e-7
+    )
