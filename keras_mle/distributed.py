@@ -24,8 +24,9 @@ import warnings
 import numpy as np
 import tensorflow as tf
 
-from keras_mle import checkpoint, epochs
+from keras_mle import checkpoint
 from keras_mle import data as data_lib
+from keras_mle import epochs as epochs_lib
 from keras_mle.models import arguments
 
 __all__ = ["is_multi_worker", "is_chief", "distribute_dataset", "fit"]
@@ -124,7 +125,7 @@ def fit(model, args, x, y, sample_weight, validation_data, verbose):
     collectives = _Collectives(strategy)
     run = _Run(model, args, source, collectives, callbacks)
     try:
-        return epochs.run_epochs(
+        return epochs_lib.run_epochs(
             model,
             run.epoch,
             epochs=args.epochs,
@@ -205,7 +206,7 @@ class _Run:
             callback_list.on_train_batch_begin(step)
             self.train(batch)
             ran += 1
-            logs = epochs.float_logs(self.results()) if self.batch_logs else None
+            logs = epochs_lib.float_logs(self.results()) if self.batch_logs else None
             callback_list.on_train_batch_end(step, logs)
         if steps_per_epoch is not None and ran < steps_per_epoch:
             warnings.warn(
@@ -354,7 +355,7 @@ def _evaluate(model, test, results, dataset, steps, callback_list):
         callback_list.on_test_batch_begin(step)
         test(batch)
         callback_list.on_test_batch_end(step)
-    logs = epochs.float_logs(results())
+    logs = epochs_lib.float_logs(results())
     callback_list.on_test_end(logs)
     return logs
 

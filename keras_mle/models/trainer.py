@@ -24,6 +24,7 @@ import tensorflow as tf
 
 from keras_mle import checkpoint, distributed
 from keras_mle import data as data_lib
+from keras_mle import epochs as epochs_lib
 from keras_mle.models import arguments
 from keras_mle.models.input_checks import InputCheckCallback
 
@@ -264,7 +265,7 @@ class Trainer(keras.Model):
         jit_compile = self.jit_compile
         try:
             if in_memory:
-                first = epochs.restore_training(
+                first = epochs_lib.restore_training(
                     args.callbacks, self, args.initial_epoch, shuffle=args.shuffle
                 )
                 x, steps = self.epochs_of_arrays(args, arrays, first)
