@@ -348,3 +348,14 @@ def test_console_streamed_fit_is_quiet(shards):
     assert done.returncode == 0, done.stderr
     assert done.stderr == ""
     assert f"GaussianMLE on {ROWS} rows of '{GLOB}' (3 files): converged" in done.stdout
+
+
+def test_streamed_divergence_is_reported_as_the_single_file_one(shards, capsys):
+    """The same full-batch steps, refused by the same input check: the same epoch, the same line."""
+    common = ["linear", "--x", "a,b", "--y", "y", "--learning-rate", "1e6"]
+    code, out, single = run(capsys, "fit", "--data", "all.csv", *common)
+    assert (code, out) == (1, "")
+    code, out, streamed = run(capsys, "fit", "--data", GLOB, *common, "--batch-size", "32")
+    assert (code, out) == (1, "")
+    assert re.match(r"keras-mle fit: error: the fit diverged \(in epoch \d+, batch 1: ", streamed)
+    assert streamed == single
