@@ -24,7 +24,9 @@ PARITY_ATOL = 1e-5
 WORKER_TIMEOUT_S = 120
 
 N, BATCH, EPOCHS, LR = 103, 16, 3, 0.1  # 6 batches of 16 and a last one of 7 rows (4 + 3)
-ROWS_PER_SHARD = 40  # three files of 40, 40 and 23 rows
+ROWS_PER_SHARD = 40
+# The network's NLL steps scale with 1 / sigma^2: a smaller rate keeps float32 rounding small.
+NETWORK_LR = 0.01  # three files of 40, 40 and 23 rows
 
 
 # ---------------------------------------------------------------- launching workers
@@ -181,6 +183,64 @@ def test_resume_after_a_worker_dies_gives_the_uninterrupted_result(tmp_path):
     assert not [p for p in (tmp_path / "backup").iterdir() if "worker" in p.name]
 
 
+def _network(strategy=None):
+    """A GaussianNetwork over named inputs (a dict: two features and a 4-pixel image)."""
+    import contextlib
+
+    import keras
+
+    import keras_mle
+
+    with strategy.scope() if strategy is not None else contextlib.nullcontext():
+        tabular = keras.Input((2,), name="tabular")
+        image = keras.Input((2, 2, 1), name="image")
+        joined = keras.layers.Concatenate()([tabular, keras.layers.Flatten()(image)])
+        backbone = keras.Model(
+            {"tabular": tabular, "image": image},
+            keras.layers.Dense(3, activation="tanh")(joined),
+        )
+        model = keras_mle.GaussianNetwork(backbone)
+        model.compile(optimizer=keras.optimizers.SGD(NETWORK_LR))
+    return model
+
+
+def _named_inputs(folder):
+    rng = np.random.default_rng(5)
+    tabular = rng.normal(size=(N, 2)).astype(np.float32)
+    image = rng.normal(size=(N, 2, 2, 1)).astype(np.float32)
+    y = (tabular[:, 0] - image[:, 0, 0, 0] + 0.3 * rng.normal(size=N)).astype(np.float32)
+    np.savez(folder / "named.npz", tabular=tabular, image=image, y=y)
+    return {"tabular": tabular, "image": image}, y
+
+
+@pytest.mark.slow
+@pytest.mark.xfail(
+    strict=True,
+    reason="trains on two workers (it crashed on dict inputs before), but its parameters end "
+    "up to 4e-3 from one process's, where linear models agree to 1e-5: cause not found yet",
+)
+def test_a_network_of_named_inputs_on_two_workers_matches_one_process(tmp_path):
+    import keras  # (the workers import TensorFlow only after making their strategy)
+
+    _data(tmp_path)  # (what every worker reads first)
+    x, y = _named_inputs(tmp_path)
+    model = _network()
+    model.fit(x, y, batch_size=BATCH, epochs=1, shuffle=False, verbose=0)  # builds it
+    model.save_weights(tmp_path / "init.weights.h5")
+    expected = {}
+    for shuffle in (False, True):
+        model.load_weights(tmp_path / "init.weights.h5")
+        keras.utils.set_random_seed(11)  # as each worker does: the same seed of the order
+        model.fit(x, y, batch_size=BATCH, epochs=EPOCHS, shuffle=shuffle, verbose=0)
+        expected[shuffle] = [w.numpy() for w in model.trainable_weights]
+    results = _run(tmp_path, "network")
+    for result in results:
+        for shuffle, key in ((False, "in_order"), (True, "shuffled")):
+            for got, want in zip(result[key], expected[shuffle], strict=True):
+                np.testing.assert_allclose(np.asarray(got), want, atol=PARITY_ATOL)
+    assert results[0]["seed"] == results[1]["seed"] is not None
+
+
 def _die_on_worker_1(index):
     return {"DIE_AFTER_EPOCH": "2"} if index == 1 else {}
 
@@ -261,6 +321,20 @@ def _worker(scenario, folder, index):
         model = new_model()
         history = model.fit(x, y, sample_weight=w, batch_size=N, epochs=EPOCHS, verbose=0)
         out["shuffled_full_batch"] = outcome(model, history)
+    elif scenario == "network":
+        named = np.load(os.path.join(folder, "named.npz"))
+        x_named = {"tabular": named["tabular"], "image": named["image"]}
+        for shuffle, key in ((False, "in_order"), (True, "shuffled")):
+            model = _network(strategy)
+            with strategy.scope():
+                model.build({"tabular": (None, 2), "image": (None, 2, 2, 1)})
+            model.load_weights(os.path.join(folder, "init.weights.h5"))
+            keras.utils.set_random_seed(11)
+            model.fit(
+                x_named, named["y"], batch_size=BATCH, epochs=EPOCHS, shuffle=shuffle, verbose=0
+            )
+            out[key] = [w.numpy().tolist() for w in model.trainable_weights]
+        out["seed"] = model.shuffle_seed
     elif scenario == "resume":
         die_after = int(os.environ.get("DIE_AFTER_EPOCH", "0"))
 
