@@ -32,12 +32,20 @@ from __future__ import annotations
 import numpy as np
 import tensorflow as tf
 
+from keras_mle import parameters
+
 __all__ = [
     "COV_TYPES",
-    "per_sample_gradients",
-    "least_squares_terms",
-    "robust_covariance",
+    "StreamedMeat",
+    "check_cov_type",
     "check_groups",
+    "embed",
+    "least_squares_terms",
+    "leverage_weights",
+    "per_sample_gradients",
+    "robust_covariance",
+    "sandwich",
+    "streamed_sandwich",
 ]
 
 COV_TYPES = ("nonrobust", "HC0", "HC1", "HC2", "HC3", "cluster")
@@ -47,19 +55,17 @@ def _loss_function(model, x):
     """`f(theta, y)`: the per-sample losses in user units at flat user-unit parameters `theta`."""
     names = model.parameter_names
     shapes = [tuple(np.shape(value)) for value in model.params.values()]
-    sizes = [int(np.prod(shape)) for shape in shapes]
     x_t = tf.constant(np.asarray(x, np.float64))
 
     def losses(theta, y):
-        pieces = tf.split(theta, sizes)
-        user = {n: tf.reshape(v, s) for n, v, s in zip(names, pieces, shapes, strict=True)}
+        user = parameters.tf_unflatten(theta, names, shapes)
         working = user
         if model.adaptation is not None:
             working = model.adaptation.to_working(user, model.parameter_roles)
         x_w, y_w = model.working_data(x_t, y, dtype=tf.float64)
         return model.user_losses(model.sample_loss(working, x_w, y_w))
 
-    return losses, sum(sizes)
+    return losses, parameters.size(dict(zip(names, shapes, strict=True)))
 
 
 def per_sample_gradients(model, x, y, theta, columns=None) -> np.ndarray:
@@ -178,17 +184,173 @@ def robust_covariance(
         meat = sums.T @ sums
         factor = n_groups / (n_groups - 1.0) * (nobs - 1.0) / (nobs - k)
     else:
-        scale = weights.astype(np.float64)
-        if cov_type in ("HC2", "HC3"):
-            room = 1.0 - leverage
-            if np.any(room[weights > 0] <= 1e-12):
-                row = int(np.argmin(np.where(weights > 0, room, np.inf)))
-                raise ValueError(
-                    f"cov_type={cov_type!r}: row {row} has leverage 1 (it alone determines a "
-                    "coefficient), so its residual is 0 and HC2/HC3 are undefined; use HC0 or HC1."
-                )
-            scale = scale / (room if cov_type == "HC2" else room**2)
+        scale = leverage_weights(cov_type, weights.astype(np.float64), leverage)
         meat = (gradients * scale[:, None]).T @ gradients
         factor = nobs / (nobs - k) if cov_type == "HC1" else 1.0
     cov = factor * bread @ meat @ bread
     return 0.5 * (cov + cov.T), n_groups
+
+
+def leverage_weights(cov_type: str, weights: np.ndarray, leverage, *, first_row: int = 0):
+    """`w_i a_i`: the weights times HC2's `1 / (1 - h_i)` or HC3's `1 / (1 - h_i)^2`.
+
+    For another `cov_type` the weights themselves (`a_i = 1`; `leverage` is not read).
+
+    Args:
+        cov_type: One of `COV_TYPES`.
+        weights: `w_i`, `(n,)`.
+        leverage: `h_i`, `(n,)` (for HC2 and HC3).
+        first_row: The number of the first row, for the error (a dataset's batch starts after
+            the rows before it). Defaults to `0`.
+    """
+    if cov_type not in ("HC2", "HC3"):
+        return weights
+    room = 1.0 - leverage
+    if np.any(room[weights > 0] <= 1e-12):
+        row = first_row + int(np.argmin(np.where(weights > 0, room, np.inf)))
+        raise ValueError(
+            f"cov_type={cov_type!r}: row {row} has leverage 1 (it alone determines a "
+            "coefficient), so its residual is 0 and HC2/HC3 are undefined; use HC0 or HC1."
+        )
+    return weights / (room if cov_type == "HC2" else room**2)
+
+
+def check_cov_type(model, convention: str, cov_type: str, groups) -> None:
+    """A `ValueError` unless `cov_type` (and `groups`) apply to `model` under `convention`."""
+    if cov_type not in COV_TYPES:
+        raise ValueError(f"cov_type must be one of {COV_TYPES}, got {cov_type!r}.")
+    if groups is not None and cov_type != "cluster":
+        raise ValueError(f"groups is only used with cov_type='cluster', not {cov_type!r}.")
+    if cov_type in ("HC2", "HC3") and convention != "ols":
+        name = type(model).__name__
+        hint = (
+            " Pass convention='ols': its least_squares_model() defines them."
+            if model.least_squares_model() is not None
+            else ""
+        )
+        raise ValueError(
+            f"cov_type={cov_type!r} needs leverages (the hat matrix of a least-squares fit), "
+            f"which {name} under MLE conventions does not define; use 'HC0' or 'HC1'.{hint}"
+        )
+
+
+def embed(matrix: np.ndarray, free, p: int) -> np.ndarray:
+    """A `(p, p)` matrix holding `matrix` over the components `free`, NaN elsewhere."""
+    full = np.full((p, p), np.nan)
+    full[np.ix_(free, free)] = matrix
+    return full
+
+
+def sandwich(cov_type, model, data, theta, free, bread, *, least_squares: bool, groups=None):
+    """The sandwich covariance of `cov_type` of a model on in-memory data, in user units.
+
+    Args:
+        cov_type: `"HC0"`..`"HC3"` or `"cluster"`.
+        model: The model whose loss `bread` is the inverse Hessian of.
+        data: Its float64 `(x, y, weights)`, as `model.check_data` returns them.
+        theta: The user's parameters, flattened.
+        free: Indices of the estimated components, those `bread` covers.
+        bread: `H^-1` over them, in user units.
+        least_squares: Whether `model` is a least-squares model (`g_i = -2 e_i d_i`, and the
+            leverages of HC2 and HC3).
+        groups: Integer group codes from `check_groups`, for `"cluster"`. Defaults to `None`.
+
+    Returns:
+        `(cov, n_groups)`: `cov` of shape `(len(theta),) * 2`, NaN off `free`.
+    """
+    x, y, weights = data
+    gradients, design = _observation_gradients(model, x, y, theta, free, least_squares)
+    leverage = None if design is None else _leverage(design, bread)
+    cov, n_groups = robust_covariance(
+        cov_type, bread, gradients, weights, leverage=leverage, groups=groups
+    )
+    return embed(cov, free, len(theta)), n_groups
+
+
+class StreamedMeat:
+    """The sandwich's middle, `sum_i w_i a_i g_i g_i^T`, added up batch by batch.
+
+    `g_i` and `a_i` are those of the module docstring (`a_i = 1` for HC0/HC1; the leverage terms
+    of HC2/HC3, which need `bread = H^-1` and so the Hessian of all the data first). An instance
+    is the `on_batch` hook of `model.accumulate_derivatives`, so that HC0 and HC1 need one pass.
+
+    Args:
+        model: The model whose loss it is.
+        cov_type: `"HC0"`..`"HC3"`.
+        least_squares: Whether `model` is a least-squares model.
+        bread: `H^-1` over the free components, for HC2 and HC3. Defaults to `None`.
+
+    Attributes:
+        matrix: The sum so far, `(k, k)`, or `None` before the first batch.
+        rows: Rows read so far.
+    """
+
+    def __init__(self, model, cov_type: str, *, least_squares: bool, bread=None):
+        self.model = model
+        self.cov_type = cov_type
+        self.least_squares = least_squares
+        self.bread = bread
+        self.matrix = None
+        self.rows = 0
+
+    def __call__(self, x, y, w, derivatives):
+        self.add(x, y, w, derivatives.params, derivatives.free)
+
+    def add(self, x, y, w, theta, free) -> None:
+        """Adds one batch's `sum_i w_i a_i g_i g_i^T` at `theta`, over the components `free`."""
+        gradients, design = _observation_gradients(
+            self.model, x, y, theta, free, self.least_squares
+        )
+        leverage = None if self.bread is None else _leverage(design, self.bread)
+        scale = leverage_weights(self.cov_type, w, leverage, first_row=self.rows)
+        contribution = (gradients * scale[:, None]).T @ gradients
+        self.matrix = contribution if self.matrix is None else self.matrix + contribution
+        self.rows += len(x)
+
+
+def streamed_sandwich(
+    cov_type, model, dataset, theta, free, bread, nobs, *, least_squares: bool, meat=None
+):
+    """`sandwich` for a dataset: the meat from the first pass (HC0, HC1) or a second (HC2, HC3).
+
+    Args:
+        cov_type: `"HC0"`..`"HC3"`.
+        model: The model whose loss `bread` is the inverse Hessian of.
+        dataset: The batched `tf.data.Dataset` the derivatives were summed over.
+        theta, free, bread, least_squares: As for `sandwich`.
+        nobs: The sum of the weights.
+        meat: The `StreamedMeat` filled during the first pass, or `None` to read the dataset
+            again. Defaults to `None`.
+
+    Returns:
+        `(cov, None)`, `cov` as `sandwich`'s.
+    """
+    k = len(free)
+    if not nobs > k:
+        raise ValueError(
+            f"cov_type={cov_type!r} needs more observations than parameters: n={nobs:g}, k={k}."
+        )
+    if meat is None:
+        # The leverages need H^-1 of all the data: a second pass.
+        meat = StreamedMeat(model, cov_type, least_squares=least_squares, bread=bread)
+        for x, y, w in model.dataset_batches(dataset):
+            if np.any(w > 0):
+                meat.add(x, y, w, theta, free)
+            else:
+                meat.rows += len(x)
+    factor = nobs / (nobs - k) if cov_type == "HC1" else 1.0
+    cov = factor * bread @ meat.matrix @ bread
+    return embed(0.5 * (cov + cov.T), free, len(theta)), None
+
+
+def _observation_gradients(model, x, y, theta, free, least_squares):
+    """`(g, D)`: the per-observation gradients over `free`, and a least-squares design or None."""
+    if not least_squares:
+        return per_sample_gradients(model, x, y, theta, columns=free), None
+    residuals, design = least_squares_terms(model, x, y, theta, columns=free)
+    return -2.0 * residuals[:, None] * design, design
+
+
+def _leverage(design, bread):
+    """`h_i = d_i^T (X'WX)^-1 d_i`: `bread = H^-1` with `H = 2 X'WX` for the sum of squares."""
+    return 2.0 * np.einsum("ij,jk,ik->i", design, bread, design)

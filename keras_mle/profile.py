@@ -9,11 +9,15 @@ over all the other parameters with `theta_j = t` fixed; the interval at `level` 
 
 found on each side of the estimate as the root of the signed root deviance
 `r(t) = sqrt(2 * (llf_max - llf_profile(t))) = sqrt(chi2(1).ppf(level))`. The inner maximisation
-is Newton's method with step halving on the model's own float64 score and observed information
-(`likelihood_derivatives`, user units); the outer root is Newton's method on `r(t)`, whose slope
-is known from the score at the inner optimum (`d llf_profile / dt = d llf / d theta_j` there),
-kept inside a bracket by bisection. A point where the loss is not finite (a scale parameter at or
-below 0) lies outside the interval.
+is `keras_mle.newton.minimize` (Newton's method with step halving) on the model's own float64
+score and observed information (`likelihood_derivatives`, user units); the outer root is
+Newton's method on `r(t)`, whose slope is known from the score at the inner optimum
+(`d llf_profile / dt = d llf / d theta_j` there), kept inside a bracket by bisection. A point
+where the loss is not finite (a scale parameter at or below 0) lies outside the interval.
+
+- `ProfileProblem` and `profile_bounds`: the search, over any likelihood given as a function;
+- `profile_table`: the problem of an `InferenceResult` (its likelihood model, data, estimates and
+  covariance, read from its public attributes) and the bounds of each of its free components.
 """
 
 from __future__ import annotations
@@ -23,7 +27,9 @@ import math
 
 import numpy as np
 
-__all__ = ["ProfileProblem", "profile_bounds"]
+from keras_mle import distributions, newton, parameters
+
+__all__ = ["ProfileProblem", "ProfileTable", "profile_bounds", "profile_table"]
 
 _INNER_TOL = 1e-11  # Newton step left in the free parameters, in standard errors
 _OUTER_TOL = 1e-10  # |r(t) - r_target|
@@ -115,46 +121,107 @@ def _inner(problem, j, t, start, se_free):
     free = np.arange(len(problem.theta_hat)) != j
     theta = problem.theta_hat.copy()
     theta[j] = t
-    theta[free] = start
-    current = problem.evaluate(theta)
+
+    def evaluate(point):
+        trial = theta.copy()
+        trial[free] = point
+        value = problem.evaluate(trial)
+        if value is None:
+            return None
+        loss, score, information = value
+        return newton.Evaluation(loss, score[free], information[np.ix_(free, free)], score)
+
+    current = evaluate(start)
     if current is None:
-        theta[free] = problem.theta_hat[free]
-        current = problem.evaluate(theta)
+        start = problem.theta_hat[free]
+        current = evaluate(start)
         if current is None:
             return None
-    for _ in range(_MAX_INNER):
-        loss, score, information = current
-        if not free.any():
-            break
-        step = _newton_direction(information[np.ix_(free, free)], score[free])
-        if np.max(np.abs(step) / se_free) <= _INNER_TOL:
-            break
-        accepted = None
-        fraction = 1.0
-        for _ in range(60):
-            candidate = theta.copy()
-            candidate[free] += fraction * step
-            trial = problem.evaluate(candidate)
-            predicted = fraction * float(score[free] @ step)
-            if trial is not None and (
-                trial[0] <= loss or predicted <= 64 * np.finfo(float).eps * max(1.0, abs(loss))
-            ):
-                accepted = candidate, trial
-                break
-            fraction *= 0.5
-        if accepted is None:
-            break
-        theta, current = accepted
-    return current[0], current[1], theta[free]
+    minimum = newton.minimize(
+        evaluate, start, current, max_steps=_MAX_INNER, tol=_INNER_TOL, scale=se_free
+    )
+    return minimum.evaluation.loss, minimum.evaluation.payload, minimum.point
 
 
-def _newton_direction(information, score):
-    """`I^-1 s`, with `I`'s eigenvalues floored at a small positive value if it is indefinite."""
-    information = 0.5 * (information + information.T)
-    try:
-        factor = np.linalg.cholesky(information)
-        return np.linalg.solve(factor.T, np.linalg.solve(factor, score))
-    except np.linalg.LinAlgError:
-        values, vectors = np.linalg.eigh(information)
-        floor = max(np.max(np.abs(values)) * 1e-8, 1e-300)
-        return vectors @ ((vectors.T @ score) / np.maximum(np.abs(values), floor))
+@dataclasses.dataclass(frozen=True)
+class ProfileTable:
+    """The profile bounds of every component of an `InferenceResult`.
+
+    Attributes:
+        bounds: `(p, 2)` `(lower, upper)` over the result's `param_names`; NaN where not found,
+            and for the components that were not searched.
+        searched: `(p,)` mask of the components profiled: the free components of the model
+            whose likelihood the result is of (not the fixed ones, nor a noise scale reported
+            beside a least-squares fit).
+    """
+
+    bounds: np.ndarray
+    searched: np.ndarray
+
+
+def profile_table(result, level: float) -> ProfileTable:
+    """The profile intervals at `level` of the free components of `result`.
+
+    The log-likelihood is that of `result.likelihood_model` on `result.data` (for least squares:
+    the Gaussian one with the noise variance at its MLE `L / n`), about `result.params`.
+
+    Args:
+        result: An `InferenceResult` computed from arrays, with `cov_type="nonrobust"`.
+        level: The confidence level, in (0, 1).
+    """
+    model = result.likelihood_model
+    shapes = {name: np.shape(result.params[name]) for name in model.parameter_names}
+    template = parameters.flatten({name: result.params[name] for name in shapes})
+    free = np.flatnonzero(~model.fixed_mask)
+    searched = np.zeros(len(result.param_names), bool)
+    searched[free] = True
+    bounds = np.full((len(result.param_names), 2), np.nan)
+    if not result.hessian_positive_definite:
+        return ProfileTable(bounds, searched)
+    covariance = result.covariance[np.ix_(free, free)]
+    problem = ProfileProblem(
+        evaluate=_evaluator(model, result.data, template, free, shapes),
+        loglik=_loglik(result.convention, result.nobs),
+        dloglik=_dloglik(result.convention, result.nobs),
+        theta_hat=template[free],
+        stderr=np.sqrt(np.abs(np.diag(covariance))),
+        covariance=covariance,
+    )
+    cutoff = float(distributions.chi2_ppf(level, 1))
+    for j, index in enumerate(free):
+        bounds[index] = profile_bounds(problem, j, cutoff)
+    return ProfileTable(bounds, searched)
+
+
+def _evaluator(model, data, template, free, shapes):
+    """`ProfileProblem.evaluate` over the free components; the fixed ones keep their values."""
+    x, y, weights = data
+
+    def evaluate(theta_free):
+        theta = template.copy()
+        theta[free] = theta_free
+        try:
+            d = model.likelihood_derivatives(
+                x, y, weights, params=parameters.unflatten(theta, shapes)
+            )
+        except ValueError:
+            return None
+        if not (math.isfinite(d.total) and np.all(np.isfinite(d.hessian))):
+            return None
+        return d.total, d.score[free], d.information[np.ix_(free, free)]
+
+    return evaluate
+
+
+def _loglik(convention, nobs):
+    """`L -> log-likelihood`: `-L` for an NLL, the Gaussian one at `sigma^2 = L / n` for OLS."""
+    if convention == "ols":
+        return lambda loss: -0.5 * nobs * (math.log(2.0 * math.pi) + math.log(loss / nobs) + 1.0)
+    return lambda loss: -loss
+
+
+def _dloglik(convention, nobs):
+    """`L -> d loglik / d L`."""
+    if convention == "ols":
+        return lambda loss: -0.5 * nobs / loss
+    return lambda loss: -1.0

@@ -1,4 +1,8 @@
-"""The text table of `keras_mle.inference.InferenceResult.summary` (formatting only)."""
+"""The text table of `InferenceResult.summary`, in the spirit of statsmodels' (formatting only).
+
+It reads the result's public numbers (`params`, `stderr`, `tvalues`, `pvalues`, `conf_int`, the
+header's statistics, its notes and warnings) and computes nothing of its own.
+"""
 
 from __future__ import annotations
 
@@ -6,6 +10,10 @@ import math
 import textwrap
 
 import numpy as np
+
+from keras_mle import parameters
+
+__all__ = ["summary_table"]
 
 
 def summary_table(result, level: float = 0.95) -> str:
@@ -45,9 +53,9 @@ def summary_table(result, level: float = 0.95) -> str:
         f"{f'[{lower:.3g}':>12}{f'{upper:.3g}]':>12}"
     )
     lines += ["=" * width, header, "-" * width]
-    flat = _flatten(result.params)
+    flat = parameters.flatten(result.params)
     columns = [
-        _flatten(tree)
+        parameters.flatten(tree)
         for tree in (result.stderr, result.tvalues, result.pvalues, *_conf_bounds(result, level))
     ]
     fixed = set(result.fixed)
@@ -95,10 +103,6 @@ def _conf_bounds(result, level):
         {name: value[..., 0] for name, value in intervals.items()},
         {name: value[..., 1] for name, value in intervals.items()},
     )
-
-
-def _flatten(tree):
-    return np.concatenate([np.reshape(np.asarray(v, np.float64), -1) for v in tree.values()])
 
 
 def _fmt(value, digits=6):
