@@ -18,6 +18,8 @@ from __future__ import annotations
 import numpy as np
 import tensorflow as tf
 
+from keras_mle import parameters
+
 __all__ = [
     "fit_statistics",
     "FitStatistics",
@@ -133,7 +135,7 @@ def flat_parameters(model) -> np.ndarray:
     params = model.params
     if not params:
         raise ValueError(f"{type(model).__name__} has no parameters yet: it is not built.")
-    return np.concatenate([np.ravel(params[name]).astype(np.float64) for name in params])
+    return parameters.flatten(params)
 
 
 def _log_entries(model, values: dict) -> dict:
@@ -146,7 +148,7 @@ def _log_entries(model, values: dict) -> dict:
                 f"closed_form[{name!r}] does not match a parameter of {type(model).__name__} "
                 f"(parameters and sizes: {sizes})."
             )
-        flat = np.ravel(np.asarray(value, np.float64))
+        flat = parameters.flatten({name: value})
         labels = model.component_names(name)
         entries.update({label: float(v) for label, v in zip(labels, flat, strict=True)})
     return entries
