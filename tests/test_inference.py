@@ -14,6 +14,7 @@ are those a user gets. Tolerances:
   at the optimum, keep ~1e-9 since inference itself runs in float64.
 """
 
+import dataclasses
 import json
 import math
 import warnings
@@ -27,7 +28,7 @@ from scipy import stats
 from statsmodels.base.model import GenericLikelihoodModel
 
 import keras_mle
-from keras_mle import distributions
+from keras_mle import distributions, parameters
 from keras_mle.inference import InferenceWarning
 
 RTOL = 1e-9
@@ -399,6 +400,38 @@ def test_summary_and_to_dict(gaussian_regression, line):
     assert data["params"]["m"] == pytest.approx(result.params["m"].tolist())
     assert data["conf_int"]["level"] == 0.95 and len(data["covariance"]) == 3
     assert result.conf_int()["m"].shape == (1, 2) and result.conf_int()["b"].shape == (2,)
+
+
+def test_the_result_derives_its_numbers_from_the_covariance_and_keeps_its_data(
+    gaussian_regression, line
+):
+    x, y = line
+    result = keras_mle.inference(gaussian_regression, x, y)
+    # stderr, tvalues and intervals from params and covariance alone (statsmodels' bse).
+    estimates, stderr = parameters.flatten(result.params), np.sqrt(np.diag(result.covariance))
+    assert_close(parameters.flatten(result.stderr), stderr)
+    assert result.bse is result.stderr
+    assert_close(parameters.flatten(result.tvalues), estimates / stderr)
+    q = stats.norm.ppf(0.975)
+    intervals = result.conf_int()
+    assert_close(
+        parameters.flatten({k: v[..., 0] for k, v in intervals.items()}), estimates - q * stderr
+    )
+    # What needs the rows reads public attributes: the model, its likelihood model, the data.
+    assert result.model is gaussian_regression and result.likelihood_model is gaussian_regression
+    data_x, data_y, weights = result.data
+    assert data_x.dtype == np.float64 and data_y.dtype == np.float64
+    assert_close(np.reshape(data_x, -1), x)
+    assert_close(data_y, y)
+    assert_close(weights, np.ones(len(x)))
+    ols = keras_mle.inference(gaussian_regression, x, y, convention="ols")
+    assert isinstance(ols.likelihood_model, keras_mle.LinearRegression)
+    assert ols.likelihood_model.param_names == ["m", "b"]
+    # Relabelled (as the command line names rows after columns): profile intervals unchanged.
+    relabelled = dataclasses.replace(result, param_names=["slope", "intercept", "noise"])
+    profile = result.conf_int(method="profile")
+    for name, bounds in relabelled.conf_int(method="profile").items():
+        assert_close(bounds, profile[name], rtol=0.0)
 
 
 def test_bad_arguments(linear, line):

@@ -281,6 +281,7 @@ def test_streamed_inference_argument_errors(data, linear):
 def test_a_streamed_result_refuses_what_needs_the_rows(data, linear):
     x, y, w = data
     result = keras_mle.inference(linear, dataset(x, y, w))
+    assert result.data is None  # no rows kept
     result.conf_int()  # Wald intervals need only the covariance
     with pytest.raises(ValueError, match="method='profile' re-optimises"):
         result.conf_int(method="profile")
