@@ -135,14 +135,19 @@ def test_validation_and_epoch_callbacks_see_every_epoch():
 
 def test_large_in_memory_epochs_are_compiled_with_xla_unless_told_not_to():
     x, y = data.noisy_line(n=100_000, seed=0)
-    auto = keras_mle.LinearRegression(m_initializer="zeros")
+    class SeesXla(keras.callbacks.Callback):
+        def on_train_begin(self, logs=None):
+            self.jit_compile = self.model.jit_compile
+
+    auto, seen = keras_mle.LinearRegression(m_initializer="zeros"), SeesXla()
     auto.compile(optimizer=keras.optimizers.SGD(0.3))  # jit_compile="auto"
-    auto.fit(x, y, batch_size=50_000, epochs=1, shuffle=False, verbose=0)
-    assert auto.jit_compile is True
-    off = keras_mle.LinearRegression(m_initializer="zeros")
+    auto.fit(x, y, batch_size=50_000, epochs=1, shuffle=False, verbose=0, callbacks=[seen])
+    assert seen.jit_compile is True
+    assert auto.jit_compile is False  # XLA was that fit's choice: the model's setting is kept
+    off, seen = keras_mle.LinearRegression(m_initializer="zeros"), SeesXla()
     off.compile(optimizer=keras.optimizers.SGD(0.3), jit_compile=False)
-    off.fit(x, y, batch_size=50_000, epochs=1, shuffle=False, verbose=0)
-    assert off.jit_compile is False
+    off.fit(x, y, batch_size=50_000, epochs=1, shuffle=False, verbose=0, callbacks=[seen])
+    assert seen.jit_compile is False
     # The same two steps: XLA and the plain graph differ by float32 rounding only.
     np.testing.assert_allclose(auto.params["m"], off.params["m"], rtol=1e-5)
     np.testing.assert_allclose(auto.params["b"], off.params["b"], rtol=1e-5)
