@@ -14,6 +14,7 @@ import numpy as np
 import tensorflow as tf
 
 from keras_mle import data as data_lib
+from keras_mle import newton
 from keras_mle.models import arguments, registry
 from keras_mle.models.adaptation import Adaptation, DataMoments
 from keras_mle.models.derivatives import DerivativesMixin, LikelihoodDerivatives
