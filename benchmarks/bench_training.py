@@ -143,6 +143,9 @@ def bench(n, batch_size, epochs, repeats):
         "fit(x, y), shuffled (Keras' default)": lambda: time_plain_fit(
             x, y, batch_size, min(epochs, 100 if n <= 1000 else 4)
         ),
+        "fit(x, y, shuffle='batch')": lambda: time_plain_fit(
+            x, y, batch_size, min(epochs, 100 if n <= 1000 else 4), shuffle="batch"
+        ),
         "fit(x, y, shuffle=False)": lambda: time_plain_fit(
             x, y, batch_size, min(epochs, 100 if n <= 1000 else 4), shuffle=False
         ),
@@ -203,6 +206,8 @@ def main(argv=None):
     shuffled = large["fit(x, y), shuffled (Keras' default)"]
     floor = large["numpy floor, shuffled (rows gathered, then the statistics)"]
     print(f"\nshuffled fit(x, y) against the shuffled numpy floor: {shuffled / floor:.2f}x")
+    by_batch = large["fit(x, y, shuffle='batch')"] / large["fit(x, y, shuffle=False)"]
+    print(f"fit(x, y, shuffle='batch') against fit(x, y, shuffle=False): {by_batch:.2f}x")
 
 
 if __name__ == "__main__":

@@ -11,8 +11,9 @@ modes:
 
 The epochs and the Keras callbacks are driven by the package's one epoch driver,
 `keras_mle.epochs.run_epochs` (a `History` and a progress bar are added), so `EarlyStopping`,
-`ModelCheckpoint`, `TensorBoard` etc. work as in `fit()`: the logs hold `loss`, the compiled metrics, every parameter and, with `validation_data`,
-`val_loss` and `val_<metric>` (computed by `model.evaluate`). In `"function"`/`"xla"` mode
+`ModelCheckpoint`, `TensorBoard` etc. work as in `fit()`: the logs hold `loss`, the compiled
+metrics, every parameter and, with `validation_data`, `val_loss` and `val_<metric>` (computed
+by `model.evaluate`). In `"function"`/`"xla"` mode
 batch-level hooks run once per epoch (as `fit()` does with `steps_per_execution`), with the
 index of the epoch's last batch, so `stop_training` takes effect at the end of that epoch; in
 `"eager"` mode it takes effect after the current batch. As `fit()` does, training ends with

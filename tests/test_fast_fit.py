@@ -135,6 +135,7 @@ def test_validation_and_epoch_callbacks_see_every_epoch():
 
 def test_large_in_memory_epochs_are_compiled_with_xla_unless_told_not_to():
     x, y = data.noisy_line(n=100_000, seed=0)
+
     class SeesXla(keras.callbacks.Callback):
         def on_train_begin(self, logs=None):
             self.jit_compile = self.model.jit_compile
