@@ -1204,8 +1204,8 @@ def test_callbacks_must_be_a_list_of_callbacks(entry, callbacks, match):
         ),
         pytest.param(
             {"shuffle": "yes"},
-            TypeError,
-            r"^shuffle must be True or False, got 'yes'",
+            ValueError,
+            r"^shuffle must be True, False or 'batch' \(the order of whole batches\), got 'yes'",
             id="shuffle",
         ),
     ],
@@ -1226,13 +1226,15 @@ def test_loops_train_refuses_the_model_and_optimizer(kwargs, error, match):
     "kwargs, error, match",
     [
         pytest.param(
-            {"shuffle": "yes"}, TypeError, r"^shuffle must be True or False, got 'yes'", id="yes"
+            {"shuffle": "yes"},
+            ValueError,
+            r"^shuffle must be True, False or 'batch' \(the order of whole batches\), got 'yes'",
+            id="yes",
         ),
         pytest.param(
-            {"shuffle": "batch"},
-            ValueError,
-            r"^shuffle='batch' \(Keras' shuffling in batch-sized chunks, for HDF5 data\) is not "
-            "supported",
+            {"shuffle": 3},
+            TypeError,
+            r"^shuffle must be True, False or 'batch' \(the order of whole batches\), got 3",
             id="batch",
         ),
         pytest.param(
