@@ -235,19 +235,11 @@ def refine(model, x, y=None, sample_weight=None, *, max_steps=20, tol=1e-10) -> 
         )
     free, theta = first.free, first.params.copy()
 
+    at = derivatives_at(model, (x, y, sample_weight), theta, free, shapes)
+
     def evaluate(point):
-        # Only free components move: the fixed ones keep their values in `theta`.
-        trial = theta.copy()
-        trial[free] = point
-        try:
-            derivatives = model.likelihood_derivatives(
-                x, y, sample_weight, params=parameters.unflatten(trial, shapes)
-            )
-        except ValueError:
-            return None
-        if not (math.isfinite(derivatives.total) and np.all(np.isfinite(derivatives.hessian))):
-            return None
-        return _evaluation(derivatives, free)
+        derivatives = at(point)
+        return None if derivatives is None else _evaluation(derivatives, free)
 
     minimum = minimize(
         evaluate, theta[free], _evaluation(first, free), max_steps=max_steps, tol=tol
@@ -266,6 +258,31 @@ def refine(model, x, y=None, sample_weight=None, *, max_steps=20, tol=1e-10) -> 
         message = f"{name}: {report} Raise max_steps, or start closer."
         warnings.warn(message, InferenceWarning, stacklevel=3)
     return report
+
+
+def derivatives_at(model, data, template, free, shapes):
+    """`point -> LikelihoodDerivatives` of `model` on `data` with the free components at `point`.
+
+    The components not in `free` keep their values in `template` (flat, user units); the
+    function returns `None` where the loss or its Hessian is not finite, or the model refuses
+    the point.
+    """
+    x, y, weights = data
+
+    def at(point):
+        theta = np.array(template, np.float64)
+        theta[free] = point
+        try:
+            derivatives = model.likelihood_derivatives(
+                x, y, weights, params=parameters.unflatten(theta, shapes)
+            )
+        except ValueError:
+            return None
+        if not (math.isfinite(derivatives.total) and np.all(np.isfinite(derivatives.hessian))):
+            return None
+        return derivatives
+
+    return at
 
 
 def _evaluation(derivatives, free) -> Evaluation:

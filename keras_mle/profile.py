@@ -195,18 +195,11 @@ def profile_table(result, level: float) -> ProfileTable:
 
 def _evaluator(model, data, template, free, shapes):
     """`ProfileProblem.evaluate` over the free components; the fixed ones keep their values."""
-    x, y, weights = data
+    at = newton.derivatives_at(model, data, template, free, shapes)
 
     def evaluate(theta_free):
-        theta = template.copy()
-        theta[free] = theta_free
-        try:
-            d = model.likelihood_derivatives(
-                x, y, weights, params=parameters.unflatten(theta, shapes)
-            )
-        except ValueError:
-            return None
-        if not (math.isfinite(d.total) and np.all(np.isfinite(d.hessian))):
+        d = at(theta_free)
+        if d is None:
             return None
         return d.total, d.score[free], d.information[np.ix_(free, free)]
 

@@ -14,6 +14,8 @@ import re
 import subprocess
 import sys
 
+import keras
+
 import keras_mle
 
 
@@ -381,3 +383,22 @@ def front_end_probe(cwd, argvs):
     assert done.stderr == ""
     report = json.loads(done.stdout)
     return report["results"], report["imported"]
+
+
+class WatchesBatches(keras.callbacks.Callback):
+    """A batch hook that does nothing: it only makes `fit` take Keras' per-batch loop."""
+
+    def on_train_batch_end(self, batch, logs=None):
+        pass
+
+
+class StopAfter(keras.callbacks.Callback):
+    """Interrupts training (`KeyboardInterrupt`) at the end of epoch `epoch`."""
+
+    def __init__(self, epoch):
+        super().__init__()
+        self.epoch = epoch
+
+    def on_epoch_end(self, epoch, logs=None):
+        if epoch == self.epoch:
+            raise KeyboardInterrupt(f"interrupted after epoch {epoch}")

@@ -9,18 +9,12 @@ import keras
 import numpy as np
 import pytest
 import tensorflow as tf
+from helpers import StopAfter, WatchesBatches
 
 import keras_mle
 from keras_mle import checkpoint, data
 
 N, BATCH, LR, EPOCHS = 103, 10, 0.3, 4
-
-
-class WatchesBatches(keras.callbacks.Callback):
-    """A batch hook that does nothing: it only makes `fit` take the per-batch loop."""
-
-    def on_train_batch_end(self, batch, logs=None):
-        pass
 
 
 def line(n=N):
@@ -87,16 +81,6 @@ def test_shuffled_epochs_draw_a_new_order_each_epoch():
     np.testing.assert_allclose(fast.params["b"], b, rtol=1e-5)
     again, _ = trained(shuffle=True, seed=7)
     np.testing.assert_array_equal(again.params["m"], fast.params["m"])  # deterministic
-
-
-class StopAfter(keras.callbacks.Callback):
-    def __init__(self, epoch):
-        super().__init__()
-        self.epoch = epoch
-
-    def on_epoch_end(self, epoch, logs=None):
-        if epoch == self.epoch:
-            raise KeyboardInterrupt(f"interrupted after epoch {epoch}")
 
 
 def test_a_shuffled_fit_resumes_exactly_from_its_backup(tmp_path):

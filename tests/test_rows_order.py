@@ -10,6 +10,7 @@ weighted minibatch SGD in NumPy (float64) on the rows in the order `epoch_rows` 
 import keras
 import numpy as np
 import pytest
+from helpers import StopAfter, WatchesBatches
 
 import keras_mle
 from keras_mle import checkpoint, data, loops
@@ -17,23 +18,6 @@ from keras_mle import checkpoint, data, loops
 N, BATCH, LR, EPOCHS = 103, 10, 0.3, 4
 # float32 steps against float64 NumPy: 4 epochs of 11 steps each stay within 2e-5.
 TOLERANCE = 2e-5
-
-
-class WatchesBatches(keras.callbacks.Callback):
-    """A batch hook that does nothing: it only makes `fit` take Keras' per-batch loop."""
-
-    def on_train_batch_end(self, batch, logs=None):
-        pass
-
-
-class StopAfter(keras.callbacks.Callback):
-    def __init__(self, epoch):
-        super().__init__()
-        self.epoch = epoch
-
-    def on_epoch_end(self, epoch, logs=None):
-        if epoch == self.epoch:
-            raise KeyboardInterrupt(f"interrupted after epoch {epoch}")
 
 
 def line():
