@@ -267,6 +267,9 @@ class ConvergenceStopping(keras.callbacks.Callback):
         gradient_tolerance: Tolerance of the gradient norm, or `None`. Defaults to `None`.
         patience: Consecutive epochs under a tolerance before stopping. Defaults to `3`.
         verbose: 1 prints the reason when stopping. Defaults to `1`.
+        gradient_from_logs: Read the gradient norm from each epoch's logs (`gradient_norm`),
+            where the training loop computes it already (a full-batch fit over a stream logs
+            it), instead of computing it on `data`. Defaults to `False`.
     """
 
     def __init__(
@@ -277,6 +280,7 @@ class ConvergenceStopping(keras.callbacks.Callback):
         gradient_tolerance: float | None = None,
         patience: int = 3,
         verbose: int = 1,
+        gradient_from_logs: bool = False,
     ):
         super().__init__()
         if parameter_tolerance is None and gradient_tolerance is None:
@@ -287,14 +291,20 @@ class ConvergenceStopping(keras.callbacks.Callback):
         ):
             if value is not None and not (np.isfinite(value) and value > 0):
                 raise ValueError(f"{name} must be a finite number > 0, got {value!r}.")
-        if gradient_tolerance is not None and data is None:
-            raise ValueError("gradient_tolerance needs data=(x, y) to compute the gradient norm.")
+        if gradient_from_logs and data is not None:
+            raise ValueError("Give data or gradient_from_logs=True, not both.")
+        if gradient_tolerance is not None and data is None and not gradient_from_logs:
+            raise ValueError(
+                "gradient_tolerance needs data=(x, y) to compute the gradient norm (or "
+                "gradient_from_logs=True where the training loop logs gradient_norm)."
+            )
         data_lib.check_positive_int("patience", patience)
         self.data = data
         self.parameter_tolerance = parameter_tolerance
         self.gradient_tolerance = gradient_tolerance
         self.patience = patience
         self.verbose = verbose
+        self.gradient_from_logs = bool(gradient_from_logs)
         self.stopped_epoch = None
         self.stop_reason = None
         self._gradient_norm = None
@@ -302,7 +312,7 @@ class ConvergenceStopping(keras.callbacks.Callback):
     def on_train_begin(self, logs=None):
         _check_built(self, self.model)
         self._gradient_norm = None
-        if self.gradient_tolerance is not None:
+        if self.gradient_tolerance is not None and not self.gradient_from_logs:
             checked = statistics.checked_data(self.model, self.data)
             fit = statistics.FitStatistics(self.model, *checked)
             self._gradient_norm = tf.function(lambda: fit.tensors()["gradient_norm"])
@@ -329,8 +339,7 @@ class ConvergenceStopping(keras.callbacks.Callback):
                     f"relative parameter change {change:.3g} < {self.parameter_tolerance:g}"
                 )
         if self.gradient_tolerance is not None:
-            norm = float(self._gradient_norm())
-            logs["gradient_norm"] = norm
+            norm = self._epoch_gradient_norm(logs)
             below = norm < self.gradient_tolerance
             self._waits["gradient"] = self._waits["gradient"] + 1 if below else 0
             if self._waits["gradient"] >= self.patience:
@@ -342,6 +351,16 @@ class ConvergenceStopping(keras.callbacks.Callback):
                 f"for {self.patience} epoch(s)"
             )
             self.model.stop_training = True
+
+    def _epoch_gradient_norm(self, logs) -> float:
+        if not self.gradient_from_logs:
+            logs["gradient_norm"] = float(self._gradient_norm())
+        elif "gradient_norm" not in logs:
+            raise ValueError(
+                "ConvergenceStopping(gradient_from_logs=True): this training loop logs no "
+                "gradient_norm; give data=(x, y) instead."
+            )
+        return float(logs["gradient_norm"])
 
     def on_train_end(self, logs=None):
         if self.stop_reason is None:

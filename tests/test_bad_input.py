@@ -542,6 +542,13 @@ def test_adapt_refuses_a_feature_count_other_than_the_built_models():
             id="gradient-tolerance-without-data",
         ),
         pytest.param(
+            lambda: mle_callbacks.ConvergenceStopping(
+                (np.ones(3),), gradient_tolerance=1e-6, gradient_from_logs=True
+            ),
+            r"^Give data or gradient_from_logs=True, not both",
+            id="gradient-from-data-and-logs",
+        ),
+        pytest.param(
             lambda: mle_callbacks.ConvergenceStopping((np.ones(3),), gradient_tolerance=-1.0),
             r"^gradient_tolerance must be a finite number > 0, got -1.0",
             id="negative-gradient-tolerance",

@@ -133,6 +133,30 @@ def test_no_stop_reason_when_training_runs_to_the_end():
     assert "stop_reason" not in history.history and stopper.stop_reason is None
 
 
+def test_gradient_norm_from_the_logs_stops_where_the_loop_logs_it():
+    class LogsAGradientNorm(keras.callbacks.Callback):
+        """Stands in for a loop that logs `gradient_norm` (10, 1, 0.1, ... per epoch)."""
+
+        def on_epoch_end(self, epoch, logs=None):
+            logs["gradient_norm"] = 10.0 ** (1 - epoch)
+
+    x, y = helpers.two_feature_data()
+    stopper = mle_callbacks.ConvergenceStopping(
+        parameter_tolerance=None, gradient_tolerance=0.05, patience=2, gradient_from_logs=True
+    )
+    history = train(
+        keras_mle.LinearRegression(), x, y, "function", 10, [LogsAGradientNorm(), stopper]
+    )
+    # Below 0.05 from the fourth epoch (norm 0.01) on: stopped after two such epochs.
+    assert len(history.epoch) == 5 and stopper.stopped_epoch == 4
+    assert stopper.stop_reason == (
+        "converged at epoch 5: gradient norm 0.001 < 0.05 for 2 epoch(s)"
+    )
+    silent = mle_callbacks.ConvergenceStopping(gradient_tolerance=0.05, gradient_from_logs=True)
+    with pytest.raises(ValueError, match="this training loop logs no gradient_norm"):
+        train(keras_mle.LinearRegression(), x, y, "function", 2, [silent])
+
+
 def test_callback_arguments_are_checked():
     with pytest.raises(ValueError, match="parameter_tolerance or gradient_tolerance"):
         mle_callbacks.ConvergenceStopping(parameter_tolerance=None)

@@ -47,7 +47,6 @@ from keras_mle_cli.records import checkpoint_record
 
 __all__ = [
     "FullBatchEpochs",
-    "StreamConvergence",
     "epoch_pass",
     "reading",
     "run_stream_fit",
@@ -69,7 +68,13 @@ def run_stream_fit(args, stream) -> int:
         check_backup_fits(args, model, record, lambda trial: trial.build(shape))
     epochs = FullBatchEpochs(model, stream, dataset)
     tolerance = gradient_tolerance(epochs.rows)
-    convergence = StreamConvergence(tolerance, PATIENCE)
+    convergence = callbacks_lib.ConvergenceStopping(
+        parameter_tolerance=None,
+        gradient_tolerance=tolerance,
+        patience=PATIENCE,
+        verbose=0,
+        gradient_from_logs=True,
+    )
     callbacks = [convergence]
     if args.logdir:
         # Parameters and the loss only: the statistics and images need the rows in memory.
@@ -270,36 +275,3 @@ class FullBatchEpochs:
         logs = {"loss": loss, "gradient_norm": tf.linalg.global_norm(self._gradients)}
         callback_list.on_train_batch_end(0, logs)
         return logs
-
-
-class StreamConvergence(keras.callbacks.Callback):
-    """`ConvergenceStopping`'s gradient test, on the `gradient_norm` a streamed epoch logs.
-
-    `keras_mle.callbacks.ConvergenceStopping` computes the norm itself, on in-memory `data`; on
-    a stream that would be a second pass over the files every epoch, for the norm
-    `FullBatchEpochs` has already logged.
-
-    Attributes:
-        stop_reason: Why training stopped (as `ConvergenceStopping` words it), or `None`.
-    """
-
-    def __init__(self, tolerance, patience):
-        super().__init__()
-        self.tolerance = tolerance
-        self.patience = patience
-        self.stop_reason = None
-        self._waits = 0
-
-    def on_train_begin(self, logs=None):
-        self.stop_reason = None
-        self._waits = 0
-
-    def on_epoch_end(self, epoch, logs=None):
-        norm = logs["gradient_norm"]
-        self._waits = self._waits + 1 if norm < self.tolerance else 0
-        if self._waits >= self.patience:
-            self.stop_reason = (
-                f"converged at epoch {epoch + 1}: gradient norm {norm:.3g} < {self.tolerance:g} "
-                f"for {self.patience} epoch(s)"
-            )
-            self.model.stop_training = True

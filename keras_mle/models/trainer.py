@@ -114,36 +114,37 @@ class Trainer(keras.Model):
         size = epoch.batch_size
         full, last = divmod(n, size)
 
-        def take(a, start, count):
+        def sliced(a, start, count):
             if epoch.order is None:
                 begin = tf.concat([[start], tf.zeros([a.shape.rank - 1], tf.int32)], 0)
                 return tf.slice(a, begin, [count, *a.shape[1:]])
             return tf.gather(a, tf.slice(epoch.order, [start], [count]))
 
-        def rows(a, start, count):
-            if a is None:
-                return None
-            return arguments.structure(tf.nest.map_structure(lambda a: take(a, start, count), a))
+        def full_batch(a, index):
+            # Batch `index` as one row of a (batches, size, ...) view: a slice whose start came
+            # from the data would make XLA compile the epoch anew for every epoch's order.
+            return tf.gather(tf.reshape(a[: full * size], [full, size, *a.shape[1:]]), index)
 
-        def batch(start, count):
+        def batch(take):
             self.apply_step(
-                rows(epoch.x, start, count),
-                rows(epoch.y, start, count),
-                rows(epoch.sample_weight, start, count),
+                *(
+                    None if a is None else arguments.structure(tf.nest.map_structure(take, a))
+                    for a in (epoch.x, epoch.y, epoch.sample_weight)
+                ),
                 checked=True,
             )
 
         def step(i):
             if epoch.batch_order is None:
-                batch(i * size, size)
+                batch(lambda a: sliced(a, i * size, size))
             else:  # shuffle="batch": the full batches in the epoch's order, each contiguous
-                batch(tf.cast(epoch.batch_order[i], tf.int32) * size, size)
+                batch(lambda a: full_batch(a, epoch.batch_order[i]))
             return (i + 1,)
 
         clean = self.train_input_check.clean
         tf.while_loop(lambda i: tf.logical_and(i < full, clean()), step, (tf.constant(0),))
         if last:
-            batch(full * size, last)
+            batch(lambda a: sliced(a, full * size, last))
 
     def train_batches(self, batches):
         """One `apply_step` per batch of a `keras_mle.data.EpochBatches`, in `tf.while_loop`s.
