@@ -73,8 +73,9 @@ def run_epochs(
         model: The built, compiled keras_mle model.
         run_epoch: `run_epoch(epoch, callback_list)` trains one epoch, calls the batch hooks of
             `callback_list` for the batches it runs, and returns the epoch's metrics (a dict of
-            numbers or scalar tensors), or `None` to end training at once, without logging
-            the epoch (a pass that could not be made).
+            numbers or scalar tensors; with the parameters' entries of
+            `model.parameter_logs()`, or the driver adds them), or `None` to end training at
+            once, without logging the epoch (a pass that could not be made).
         epochs: The epoch to end before (counted from 0, as in `fit`).
         steps: Batches per epoch, for the progress bar; `None` when unknown.
         callbacks: The caller's Keras callbacks. Defaults to `None`.
@@ -111,7 +112,11 @@ def run_epochs(
             epoch_logs = run_epoch(epoch, callback_list)
             if epoch_logs is None:
                 break
-            logs = {**float_logs(epoch_logs), **float_logs(model.parameter_logs())}
+            logs = float_logs(epoch_logs)
+            if not set(model.param_names) <= logs.keys():
+                # (A compiled epoch returns them already: read eagerly they cost more than the
+                # epoch of a small model.)
+                logs.update(float_logs(model.parameter_logs()))
             if validate is not None and (epoch + 1) % validation_freq == 0:
                 results = float_logs(validate(callback_list))
                 logs.update({f"val_{name}": value for name, value in results.items()})

@@ -235,6 +235,6 @@ def _graph_epoch(model, jit_compile):
     def train_epoch(batches):
         model.reset_metrics()
         model.train_batches(batches)
-        return model.get_metrics_result()
+        return {**model.get_metrics_result(), **model.parameter_logs()}
 
     return train_epoch

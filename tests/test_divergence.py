@@ -93,7 +93,9 @@ def test_divergence_stops_before_the_first_non_finite_step(path):
     assert np.isfinite(np.mean(numpy_steps(x, y, 3)[0] * x[30:40]) ** 2)
 
     assert len(messages) == 1
-    assert messages[0].startswith("Training diverged in epoch 1, batch 5: the loss or a gradient")
+    assert messages[0].startswith(
+        "Training diverged in epoch 1, batch 5: the loss, a gradient or an update"
+    )
     assert "those before that batch" in messages[0] and "smaller learning rate" in messages[0]
     assert "adapt" in messages[0]
     assert history.history["stop_reason"] == [model.divergence]
@@ -106,12 +108,13 @@ def test_divergence_stops_before_the_first_non_finite_step(path):
 @pytest.mark.parametrize("path", ["arrays", "loops-xla"])
 def test_an_update_that_overflows_restores_the_start_of_the_epoch(path):
     # A learning rate of 1e38 sends the first update to -Inf although its loss and gradient are
-    # finite; the second step's loss is then NaN. The last finite state is the epoch's start.
+    # finite: that step is blamed (its update checked after it), and the last finite state is
+    # the epoch's start.
     x, y = data.noisy_line(n=N, seed=0)
     model = keras_mle.LinearRegression(m_initializer="zeros")
     history, messages = caught(lambda: train(path, model, x, y, keras.optimizers.SGD(1e38)))
     assert len(messages) == 1
-    assert "batch 2" in messages[0] and "those at the start of the epoch" in messages[0]
+    assert "batch 1:" in messages[0] and "those at the start of the epoch" in messages[0]
     np.testing.assert_array_equal(model.params["m"], [0.0])
     assert model.params["b"] == 0.0
     assert int(model.optimizer.iterations.numpy()) == 0
@@ -191,3 +194,25 @@ def test_mixed_precision_overflow_is_not_divergence():
     )
     _, messages = caught(lambda: train("arrays", model, x, y, optimizer, epochs=3))
     assert messages == []
+
+
+@pytest.mark.parametrize("path", ["fit", "function"])
+def test_an_accepted_step_that_overflows_the_parameters_is_divergence(path):
+    # One full-batch step: the gradient -2 * x * (y - 0) = -2e38 is finite (float32 tops out
+    # at 3.4e38), but SGD(10) moves m by 2e39: Inf. No later step is refused to notice it.
+    x = np.full((4, 1), 1e37, np.float32)
+    y = np.full(4, 10.0, np.float32)
+    model = keras_mle.LinearRegression(m_initializer="zeros")
+    with pytest.warns(keras_mle.DivergenceWarning, match="a gradient or an update was NaN"):
+        if path == "fit":
+            model.compile(optimizer=keras.optimizers.SGD(10.0))
+            history = model.fit(x, y, batch_size=4, epochs=3, shuffle=False, verbose=0)
+        else:
+            history = keras_mle.loops.train(
+                model, x, y, epochs=3, batch_size=4, optimizer=keras.optimizers.SGD(10.0),
+                mode="function", verbose=0,
+            )  # fmt: skip
+    assert len(history.epoch) == 1
+    assert "epoch 1, batch 1" in model.divergence
+    assert "at the start of the epoch" in model.divergence
+    assert float(model.params["m"][0]) == 0.0 and float(model.params["b"]) == 0.0

@@ -400,6 +400,7 @@ class MaximumLikelihoodModel(ParameterRegistry, DerivativesMixin, Trainer):
             gradients=gradients,
             examine=not checked,
         )
+        self.train_input_check.check_state(self.trainable_variables)
 
     def evaluation_step(self, x, y=None, sample_weight=None):
         """The loss and metrics of one batch, without a step (what `test_step` runs)."""

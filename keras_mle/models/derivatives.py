@@ -13,6 +13,7 @@ import dataclasses
 import numpy as np
 import tensorflow as tf
 
+from keras_mle import parameters as parameters_lib
 from keras_mle.models import arguments
 
 __all__ = ["DerivativesMixin", "LikelihoodDerivatives", "StreamedDerivatives"]
@@ -61,12 +62,9 @@ class DerivativesMixin:
             raise ValueError(f"names: unknown parameter(s) {unknown}; have {self.parameter_names}.")
         x_t, y_t = self.working_data(x64, y64, dtype=tf.float64)
         shapes = [working[name].shape for name in names]
-        sizes = [shape.num_elements() for shape in shapes]
 
         def unflatten(theta):
-            pieces = tf.split(theta, sizes) if names else []
-            values = {n: tf.reshape(v, s) for n, v, s in zip(names, pieces, shapes, strict=True)}
-            return {**working, **values}
+            return {**working, **parameters_lib.tf_unflatten(theta, names, shapes)}
 
         def derivatives(theta, x_t, y_t, weights):
             with tf.GradientTape(persistent=True) as outer:
@@ -87,20 +85,45 @@ class DerivativesMixin:
                 # (`working` is read when traced: the dict serves one set of parameters.)
                 compiled[key] = tf.function(derivatives, reduce_retracing=True)
             derivatives = compiled[key]
-        theta = tf.concat([tf.reshape(working[name], [-1]) for name in names], 0)
+        theta = parameters_lib.tf_flatten(working, names)
         sample_losses, gradient, matrix = derivatives(theta, x_t, y_t, tf.constant(w))
+        user_flat, jacobian = self._to_user(theta, unflatten, names)
+        adaptation = self._adaptation
+        factor = 1.0 if adaptation is None else adaptation.loss_factor(self.sample_loss_kind)
+        fixed, exact = self._fixed_components(names, shapes, params)
+        flat_params = user_flat
+        if fixed.any():
+            # Exactly the fixed values, not their round trip through the working space.
+            flat_params = np.where(fixed, exact, flat_params)
+        return LikelihoodDerivatives(
+            names=tuple(label for name in names for label in self.component_names(name)),
+            params=flat_params,
+            sample_losses=self.user_losses(sample_losses).numpy(),
+            weights=w,
+            gradient=factor * gradient.numpy(),
+            hessian=None if matrix is None else factor * matrix.numpy(),
+            jacobian=jacobian,
+            fixed=fixed,
+        )
+
+    def _to_user(self, theta, unflatten, names):
+        """The user's values of the working `theta` (flat, float64) and their Jacobian."""
         with tf.GradientTape(persistent=True) as tape:
             tape.watch(theta)
             user = unflatten(theta)
             if self._adaptation is not None:
                 user = self._adaptation.to_user(user, self.parameter_roles)
-            user_flat = tf.concat([tf.reshape(user[name], [-1]) for name in names], 0)
+            user_flat = parameters_lib.tf_flatten(user, names)
         jacobian = tape.jacobian(user_flat, theta, experimental_use_pfor=False)
-        adaptation = self._adaptation
-        factor = 1.0 if adaptation is None else adaptation.loss_factor(self.sample_loss_kind)
+        size = int(user_flat.shape[0])
+        return user_flat.numpy(), jacobian.numpy().reshape(size, size)
+
+    def _fixed_components(self, names, shapes, params):
+        """`(fixed, exact)` over the components of `names`: the mask and the fixed values."""
         fixed, exact = [], []
-        for name, shape, size in zip(names, shapes, sizes, strict=True):
+        for name, shape in zip(names, shapes, strict=True):
             parameter = self._parameters[name]
+            size = shape.num_elements()
             if parameter.is_fixed:
                 given = (params or {}).get(name)
                 values = parameter.fixed_values if given is None else given
@@ -110,21 +133,9 @@ class DerivativesMixin:
             else:
                 fixed.append(np.zeros(size, bool))
                 exact.append(np.zeros(size))
-        fixed = np.concatenate(fixed) if fixed else np.zeros(0, bool)
-        flat_params = user_flat.numpy()
-        if fixed.any():
-            # Exactly the fixed values, not their round trip through the working space.
-            flat_params = np.where(fixed, np.concatenate(exact), flat_params)
-        return LikelihoodDerivatives(
-            names=tuple(label for name in names for label in self.component_names(name)),
-            params=flat_params,
-            sample_losses=self.user_losses(sample_losses).numpy(),
-            weights=w,
-            gradient=factor * gradient.numpy(),
-            hessian=None if matrix is None else factor * matrix.numpy(),
-            jacobian=jacobian.numpy().reshape(len(user_flat), len(user_flat)),
-            fixed=fixed,
-        )
+        if not fixed:
+            return np.zeros(0, bool), np.zeros(0)
+        return np.concatenate(fixed), np.concatenate(exact)
 
     def per_sample_loss(self, x, y=None, *, params=None) -> np.ndarray:
         """`l_i`: each sample's loss (NLL, or squared error) in the user's units, in float64."""

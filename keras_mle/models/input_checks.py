@@ -15,7 +15,6 @@ from __future__ import annotations
 import warnings
 
 import keras
-import numpy as np
 import tensorflow as tf
 
 from keras_mle.errors import DivergenceWarning
@@ -54,6 +53,34 @@ class InputCheck(keras.metrics.Metric):
 
     def clean(self):
         return tf.equal(self.problems, 0.0)
+
+    def check_state(self, variables) -> None:
+        """Records divergence at this batch if an accepted update left a variable NaN or Inf.
+
+        Called in the step after its update: a finite gradient can still overflow a parameter
+        (a large step on large data), which no later check of a loss or gradient would blame on
+        this batch, or catch at all in an epoch's last step.
+        """
+        values = [tf.convert_to_tensor(v) for v in variables]
+        flags = [tf.reduce_all(tf.math.is_finite(v)) for v in values if v.dtype.is_floating]
+        if not flags:
+            return
+        first = tf.logical_and(self.clean(), tf.logical_not(tf.reduce_all(flags)))
+        self.bad_batch.assign(tf.where(first, self.batches, self.bad_batch))
+        self.problems.assign(tf.where(first, float(DIVERGED), self.problems))
+
+    def epoch_state(self, model) -> EpochState:
+        """The compiled functions over `model`'s training state, made once per optimizer.
+
+        Kept here, with the model, so that a new `fit` or loop does not trace them again.
+        """
+        optimizer = getattr(model, "optimizer", None)
+        state = getattr(self, "_epoch_state", None)
+        if state is None or state.optimizer is not optimizer:
+            state = EpochState(model)
+            # (A plain object: Keras does not track it, so its variables stay the model's.)
+            self._epoch_state = state
+        return state
 
     def guard(self, x, y, sample_weight, finite, local, apply=None, gradients=None, examine=True):
         """Runs `apply(gradients)` then `local()` if the step passes; else records why not.
@@ -157,15 +184,11 @@ class InputCheckCallback(keras.callbacks.Callback):
     Data at fault raise a `ValueError` naming the argument, the epoch and the batch. Divergence
     (a non-finite loss or gradient from clean data) stops training with a
     `keras_mle.DivergenceWarning`: the parameters and optimizer state are those before the
-    refused step, or, if an update had already made them non-finite, those at the start of the
-    epoch. The reason goes to `model.divergence` and to the History as `stop_reason`, as
-    `ConvergenceStopping` records its own.
+    refused step, or, if an update had already made them non-finite (a finite gradient whose
+    update overflowed, which `InputCheck.check_state` records), those at the start of the
+    epoch. The reason goes to `model.divergence` and to the History as
+    `stop_reason`, as `ConvergenceStopping` records its own.
     """
-
-    def __init__(self):
-        super().__init__()
-        # `(optimizer, variables, start)` of `_epoch_start`, made again for a new optimizer.
-        self._epoch_start = None
 
     def on_train_begin(self, logs=None):
         self.epoch = 0
@@ -177,11 +200,9 @@ class InputCheckCallback(keras.callbacks.Callback):
 
     def on_epoch_begin(self, epoch, logs=None):
         self.epoch = epoch
-        optimizer = getattr(self.model, "optimizer", None)
-        if self._epoch_start is None or self._epoch_start[0] is not optimizer:
-            self._epoch_start = (optimizer, *_epoch_start(self.model))
-        _, self._variables, start = self._epoch_start
-        self._start = start()
+        state = self.model.train_input_check.epoch_state(self.model)
+        self._variables, self._finite = state.variables, state.finite
+        self._start = state.start()
 
     def on_epoch_end(self, epoch, logs=None):
         self._act(f"epoch {epoch + 1}")
@@ -207,39 +228,55 @@ class InputCheckCallback(keras.callbacks.Callback):
         check.raise_if_refused(where)
         if self.model.divergence:
             return
-        variables = self._variables
-        restored = not all(np.all(np.isfinite(v.numpy())) for v in variables)
+        restored = not bool(self._finite())
         if restored:
-            for variable, value in zip(variables, self._start, strict=True):
-                variable.assign(value)
+            self._restore_epoch_start()
         state = "at the start of the epoch" if restored else "before that batch"
-        self.model.divergence = (
-            f"diverged in {where}, batch {int(check.bad_batch.numpy())}: the loss or a gradient "
-            f"was NaN or Inf; the parameters and optimizer state are those {state}"
+        self._diverged(
+            f"diverged in {where}, batch {int(check.bad_batch.numpy())}: the loss, a gradient or "
+            f"an update was NaN or Inf; the parameters and optimizer state are those {state}"
         )
+
+    def _restore_epoch_start(self):
+        for variable, value in zip(self._variables, self._start, strict=True):
+            variable.assign(value)
+
+    def _diverged(self, reason):
+        self.model.divergence = reason
         warnings.warn(
-            f"Training {self.model.divergence}. Try a smaller learning rate, or "
-            "model.adapt(x, y) before fit() so that the data are well scaled.",
+            f"Training {reason}. Try a smaller learning rate, or model.adapt(x, y) before fit() "
+            "so that the data are well scaled.",
             DivergenceWarning,
-            stacklevel=2,
+            stacklevel=3,
         )
         self.model.stop_training = True
 
 
-def _epoch_start(model):
-    """`(variables, start)`: `start()` resets the training check and returns `variables`' values.
+class EpochState:
+    """The training state of a model (its trainable and optimizer variables) at an epoch.
 
-    One compiled call at each epoch's start (eager reads and assigns, one per variable, cost
-    more than a small model's whole epoch); the callback keeps it for its run.
+    `start()` resets the training check and returns the variables' values (what a divergence
+    restores); `finite()` says whether they are all finite. One compiled call each: eager reads
+    and assigns, one per variable, cost more than a small model's whole epoch.
     """
-    check, variables = model.train_input_check, _state_variables(model)
 
-    def start():
-        for variable in check.variables:
-            variable.assign(tf.zeros_like(variable))
-        return [tf.identity(variable) for variable in variables]
+    def __init__(self, model):
+        self.optimizer = getattr(model, "optimizer", None)
+        self.variables = _state_variables(model)
+        check, variables = model.train_input_check, self.variables
 
-    return variables, tf.function(start, autograph=False)
+        def start():
+            for variable in check.variables:
+                variable.assign(tf.zeros_like(variable))
+            return [tf.identity(variable) for variable in variables]
+
+        def finite():
+            values = [tf.convert_to_tensor(v) for v in variables]
+            flags = [tf.reduce_all(tf.math.is_finite(v)) for v in values if v.dtype.is_floating]
+            return tf.reduce_all(flags) if flags else tf.constant(True)
+
+        self.start = tf.function(start, autograph=False)
+        self.finite = tf.function(finite, autograph=False)
 
 
 def _state_variables(model):
