@@ -25,6 +25,7 @@ import tensorflow as tf
 from keras_mle import distributions, losses
 
 __all__ = [
+    "LossMean",
     "GaussianMetric",
     "GaussianLogLikelihood",
     "IntervalCoverage",
@@ -84,6 +85,19 @@ def pit(y, mu, sigma) -> np.ndarray:
     """
     y, mu, sigma = (np.asarray(a, np.float64) for a in (y, mu, sigma))
     return 1.0 - distributions.normal_sf((y - mu) / sigma)
+
+
+class LossMean(keras.metrics.Mean):
+    """The weighted mean of the per-sample losses of an epoch's accepted steps; NaN for none.
+
+    A `keras.metrics.Mean` reports 0 when nothing was added. An epoch whose every step was
+    refused (it diverged at its first batch) has no loss to report, and a 0 would draw a loss
+    curve that drops to zero where the fit failed: it reports NaN instead.
+    """
+
+    def result(self):
+        count = tf.cast(self.count, self.dtype)
+        return tf.where(count > 0, super().result(), tf.constant(float("nan"), self.dtype))
 
 
 class GaussianMetric(keras.metrics.Mean):

@@ -216,3 +216,30 @@ def test_an_accepted_step_that_overflows_the_parameters_is_divergence(path):
     assert "epoch 1, batch 1" in model.divergence
     assert "at the start of the epoch" in model.divergence
     assert float(model.params["m"][0]) == 0.0 and float(model.params["b"]) == 0.0
+
+
+@pytest.mark.parametrize("path", ["fit", "eager"])
+def test_an_epoch_that_diverged_at_its_first_step_logs_a_nan_loss_not_zero(path):
+    # Epoch 1's one step is finite (loss 1) and moves m to 2e18; epoch 2's loss, 4e72, is Inf
+    # in float32, so that step is refused and the epoch has no accepted step to average.
+    x = np.full((4, 1), 1e18, np.float32)
+    y = np.ones(4, np.float32)
+    model = keras_mle.LinearRegression(m_initializer="zeros")
+    with pytest.warns(keras_mle.DivergenceWarning, match="diverged in epoch 2, batch 1"):
+        if path == "fit":
+            model.compile(optimizer=keras.optimizers.SGD(1.0))
+            history = model.fit(x, y, batch_size=4, epochs=5, shuffle=False, verbose=0)
+        else:
+            history = keras_mle.loops.train(
+                model, x, y, epochs=5, batch_size=4, optimizer=keras.optimizers.SGD(1.0),
+                mode="eager", verbose=0,
+            )  # fmt: skip
+    losses = history.history["loss"]
+    assert len(losses) == 2 and losses[0] == 1.0 and np.isnan(losses[1])
+
+
+def test_the_loss_of_no_step_is_nan_and_of_some_steps_their_mean():
+    tracker = keras_mle.metrics.LossMean(name="loss")
+    assert np.isnan(float(tracker.result()))
+    tracker.update_state([1.0, 3.0], sample_weight=[1.0, 3.0])
+    assert float(tracker.result()) == 2.5

@@ -14,6 +14,7 @@ import numpy as np
 import tensorflow as tf
 
 from keras_mle import data as data_lib
+from keras_mle import metrics as metrics_lib
 from keras_mle import newton
 from keras_mle.models import arguments, registry
 from keras_mle.models.adaptation import Adaptation, DataMoments
@@ -116,7 +117,7 @@ class MaximumLikelihoodModel(ParameterRegistry, DerivativesMixin, Trainer):
         #: Why the last fit stopped early (a divergence), or `None`; set by the input-check
         #: callback at the end of the epoch that diverged.
         self.divergence = None
-        self.loss_tracker = keras.metrics.Mean(name="loss", dtype=self.likelihood_dtype)
+        self.loss_tracker = metrics_lib.LossMean(name="loss", dtype=self.likelihood_dtype)
         # Set by the steps when they refuse a batch; read by the fit/evaluate input-check callback.
         self.train_input_check = InputCheck(name="train_input_check")
         self.test_input_check = InputCheck(name="test_input_check")
