@@ -8,7 +8,9 @@ nll = rate - y * log(rate) + log(y!)        # log(y!) = lgamma(y + 1)
 ```
 
 Subclassing `keras_mle.MaximumLikelihoodModel` takes three methods: `build` declares the
-parameters, `call` gives the mean prediction and `sample_loss` the formula. `fit`, `evaluate`,
+parameters, `mean` gives the mean prediction and `sample_loss` the formula, both as functions of
+the parameters in the user's units, which the base class feeds (so `predict` is right after
+`adapt` too). `fit`, `evaluate`,
 `predict`, `.keras` saving, `model.params` and `keras_mle.loops.train` then come for free.
 
 Run it with `python examples/poisson_regression.py`.
@@ -31,8 +33,13 @@ import keras_mle
 class PoissonRegression(keras_mle.MaximumLikelihoodModel):
     """`y ~ Poisson(exp(x . m + b))` for `x` of shape `(N,)` or `(N, k)`."""
 
+    #: What `adapt` may do with each parameter: it whitens the features, so the slopes and the
+    #: intercept map back to the user's units (the counts themselves are left as they are).
+    parameter_roles = {"m": "slope", "b": "intercept"}
+
     def build(self, input_shape):
-        self.add_parameter("m", shape=(1 if len(input_shape) == 1 else input_shape[-1],))
+        features = 1 if len(input_shape) == 1 else input_shape[-1]
+        self.add_parameter("m", shape=(features,), per_feature=True)  # labelled m[income], ...
         self.add_parameter("b")
 
     def log_rate(self, params, x):
@@ -41,8 +48,8 @@ class PoissonRegression(keras_mle.MaximumLikelihoodModel):
             return x * params["m"][0] + params["b"]
         return tf.linalg.matvec(x, params["m"]) + params["b"]
 
-    def call(self, x):
-        return tf.exp(self.log_rate(self.params_tensors(), x))
+    def mean(self, params, x):
+        return tf.exp(self.log_rate(params, x))
 
     def sample_loss(self, params, x, y):
         log_rate = self.log_rate(params, x)

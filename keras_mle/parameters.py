@@ -50,9 +50,19 @@ class Parameter:
     """
 
     def __init__(
-        self, name: str, variable, initializer, positive: bool, fixed_mask=None, fixed_values=None
+        self,
+        name: str,
+        variable,
+        initializer,
+        positive: bool,
+        fixed_mask=None,
+        fixed_values=None,
+        *,
+        per_feature: bool = False,
     ):
         self.name = name
+        #: One component per feature: labelled after the features when they are named.
+        self.per_feature = per_feature
         self.variable = variable
         self.initializer = initializer
         self.positive = positive

@@ -102,6 +102,29 @@ def test_readme_python_blocks_compile():
         compile(source, f"README.md:{line}", "exec")
 
 
+CHECKS = """
+import numpy as np, statsmodels.api as sm
+ols = keras_mle.closed_form.ols(x, y)
+for name in ("m", "b"):
+    np.testing.assert_allclose(model.params[name], ols[name], rtol=1e-5, err_msg=name)
+glm = sm.GLM(y_counts, sm.add_constant(x_counts), family=sm.families.Poisson()).fit(tol=1e-13)
+np.testing.assert_allclose(poisson.params["b"], glm.params[0], rtol=1e-8)
+np.testing.assert_allclose(poisson.params["m"], glm.params[1:], rtol=1e-8)
+np.testing.assert_allclose(poisson.predict(x_counts, verbose=0), glm.fittedvalues, rtol=1e-8)
+assert poisson.param_names == ["m[income]", "m[age]", "b"]
+"""
+
+
+def test_the_first_examples_end_at_the_closed_form_and_at_statsmodels(tmp_path):
+    # float32 SGD on adapted data against float64 OLS: 1e-5; the Poisson after refine: 1e-8.
+    blocks = python_blocks(README.read_text())
+    poisson = [block for block in blocks if "class PoissonRegression" in block[1]]
+    blocks = [blocks[0], *poisson, (0, CHECKS)]
+    result = run_blocks(blocks, tmp_path, timeout=300)
+    assert result.returncode == 0, (result.stdout[-2000:], result.stderr[-5000:])
+    assert "README: all blocks ran" in result.stdout
+
+
 # About a minute: the README's own examples train for hundreds of epochs with progress bars.
 @pytest.mark.slow
 def test_readme_python_blocks_run_in_order(tmp_path):

@@ -32,11 +32,13 @@ class MaximumLikelihoodModel(ParameterRegistry, DerivativesMixin, Trainer):
 
     A subclass declares its parameters with `add_parameter` (in `__init__` or `build`) and writes
     its formula in `sample_loss(params, x, y)`, the per-sample negative log-likelihood (or squared
-    error) as a function of the *natural* parameter values. It then gets `fit`, `evaluate`,
-    `predict`, `save`/`load`, the custom loops of `keras_mle.loops`, `model.params`, and the
-    statistics hooks (`per_sample_loss`, `score`, `observed_information`,
-    `likelihood_derivatives`) that `keras_mle.inference` and the callbacks are built on. Where the
-    MLE has a closed form, `closed_form` returns it.
+    error) as a function of the *natural* parameter values, and its mean prediction in
+    `mean(params, x)`, a function of the same values in the user's units: the base class feeds
+    both, so `predict` and the compiled metrics are right after `adapt` too. It then gets
+    `fit`, `evaluate`, `predict`, `save`/`load`, the custom loops of `keras_mle.loops`,
+    `model.params`, and the statistics hooks (`per_sample_loss`, `score`,
+    `observed_information`, `likelihood_derivatives`) that `keras_mle.inference` and the
+    callbacks are built on. Where the MLE has a closed form, `closed_form` returns it.
 
     The training objective of a batch is
 
@@ -73,9 +75,8 @@ class MaximumLikelihoodModel(ParameterRegistry, DerivativesMixin, Trainer):
             self.add_parameter("w", shape=(1,))
             self.add_parameter("b")
 
-        def call(self, x):
-            params = self.user_params_tensors()
-            return tf.exp(x * params["w"] + params["b"])
+        def mean(self, params, x):
+            return tf.exp(x[:, 0] * params["w"][0] + params["b"])
 
         def sample_loss(self, params, x, y):
             log_rate = x[:, 0] * params["w"][0] + params["b"]
@@ -140,6 +141,24 @@ class MaximumLikelihoodModel(ParameterRegistry, DerivativesMixin, Trainer):
             y: A batch of targets, shape `(B,)`, or `None`.
         """
         raise NotImplementedError(f"{type(self).__name__} must implement sample_loss().")
+
+    def mean(self, params: dict, x):
+        """The mean prediction `E[y | x]` at the natural parameters `params`, shape `(B,)`.
+
+        `params` are in the user's units (as `model.params` reports them, whatever `adapt`
+        did), and `x` is the data as given, in the model's data dtype. `call`, and so `predict`
+        and the compiled metrics, feed it. Write it, like `sample_loss`, as a formula of
+        `params`: reading the variables (`params_tensors()`) in it would mix the working space
+        of `adapt` with the user's data.
+        """
+        raise NotImplementedError(
+            f"{type(self).__name__} has no mean prediction: define mean(self, params, x) (the "
+            "parameters in the user's units, as sample_loss gets them) for predict() and metrics."
+        )
+
+    def call(self, x):
+        """The mean prediction at the current parameters: `mean(user params, x)`."""
+        return self.mean(self.user_params_tensors(self.data_dtype), x)
 
     def closed_form(self, x, y=None, sample_weight=None) -> dict | None:
         """The exact MLE of the parameters on these data, like `model.params`, or `None`.
@@ -243,6 +262,13 @@ class MaximumLikelihoodModel(ParameterRegistry, DerivativesMixin, Trainer):
         if self.parameter_roles is None:
             raise NotImplementedError(
                 f"{type(self).__name__} does not support adapt(): set parameter_roles."
+            )
+        if type(self).call is not MaximumLikelihoodModel.call:
+            raise NotImplementedError(
+                f"{type(self).__name__} overrides call(), which adapt() cannot see into: after "
+                "adapt the variables hold working-space values, so a call() that reads them "
+                "predicts wrongly. Write the mean prediction as mean(self, params, x) instead "
+                "(the parameters in the user's units, as sample_loss gets them) and drop call()."
             )
         if not self.takes_targets and not self.adapt_targets:
             raise NotImplementedError(

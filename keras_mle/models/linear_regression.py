@@ -85,9 +85,10 @@ class LinearRegression(MaximumLikelihoodModel):
             return x * params["m"][0] + params["b"]
         return tf.linalg.matvec(x, params["m"]) + params["b"]
 
-    def call(self, x):
-        # In float64 once adapted: the fitted line is then applied to the data as given.
-        return self.linear_predictor(self.user_params_tensors(self.data_dtype), x)
+    def mean(self, params, x):
+        # (`call` gives the parameters in the data's dtype: float64 once adapted, so the fitted
+        # line is applied to the data as given.)
+        return self.linear_predictor(params, x)
 
     def sample_loss(self, params, x, y):
         return losses.mean_squared_error(y, self.linear_predictor(params, x))

@@ -15,6 +15,7 @@ import numpy as np
 import tensorflow as tf
 
 from keras_mle import data as data_lib
+from keras_mle import parameters as parameters_lib
 from keras_mle.parameters import Parameter
 
 __all__ = ["ParameterRegistry", "checked_feature_names", "checked_fixed"]
@@ -24,7 +25,15 @@ __all__ = ["ParameterRegistry", "checked_feature_names", "checked_fixed"]
 class ParameterRegistry:
     """The named parameters of `MaximumLikelihoodModel` (see the module docstring)."""
 
-    def add_parameter(self, name: str, shape=(), initializer="zeros", *, positive: bool = False):
+    def add_parameter(
+        self,
+        name: str,
+        shape=(),
+        initializer="zeros",
+        *,
+        positive: bool = False,
+        per_feature: bool = False,
+    ):
         """Creates a trainable parameter, reported under `name` in `params` and the logs.
 
         Args:
@@ -34,6 +43,9 @@ class ParameterRegistry:
                 Defaults to `"zeros"`.
             positive: Store `log(value)` so that the value stays > 0. A numeric initializer must
                 then be > 0. Defaults to `False`.
+            per_feature: The parameter has one component per feature (a vector of slopes): its
+                components are labelled after the features, `name[income]`, when the model
+                knows their names (as for a parameter of role `"slope"`). Defaults to `False`.
 
         Returns:
             The underlying `keras.Variable` (holding `log(value)` when `positive`). When the
@@ -65,7 +77,9 @@ class ParameterRegistry:
             initializer=initializer,
             trainable=mask is None or not bool(np.all(mask)),
         )
-        parameter = Parameter(name, variable, initializer, positive, mask, values)
+        parameter = Parameter(
+            name, variable, initializer, positive, mask, values, per_feature=bool(per_feature)
+        )
         if mask is not None:
             parameter.fixed_variable = self.add_weight(
                 name=f"fixed_{stored_name}", shape=shape, initializer="zeros", trainable=False
@@ -105,16 +119,16 @@ class ParameterRegistry:
     def component_names(self, name: str) -> list:
         """Names of the flattened components of parameter `name`, as in `param_names`.
 
-        A slope parameter (role `"slope"`) with one component per feature is labelled by the
-        features, `m[income]`, when the model has `feature_names`; otherwise a one-component
-        parameter is `name` and the components of a vector are `name_0`, `name_1`, ...
+        A parameter with one component per feature (declared `per_feature=True`, or of role
+        `"slope"`) is labelled by the features, `m[income]`, when the model has
+        `feature_names`; otherwise a one-component parameter is `name` and the components of a
+        vector are `name_0`, `name_1`, ... (`keras_mle.parameters.component_labels`).
         """
-        size = int(np.prod(self._parameters[name].variable.shape))
-        features = self._feature_names
-        if features and (self.parameter_roles or {}).get(name) == "slope":
-            if size == len(features):
-                return [f"{name}[{feature}]" for feature in features]
-        return [name] if size == 1 else [f"{name}_{i}" for i in range(size)]
+        parameter = self._parameters[name]
+        size = int(np.prod(parameter.variable.shape))
+        by_feature = parameter.per_feature or (self.parameter_roles or {}).get(name) == "slope"
+        features = self._feature_names if by_feature else None
+        return parameters_lib.component_labels(name, size, features)
 
     @property
     def param_names(self) -> list:
