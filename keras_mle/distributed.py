@@ -130,6 +130,7 @@ def fit(model, args, x, y, sample_weight, validation_data, verbose):
             run.epoch,
             epochs=args.epochs,
             steps=args.steps_per_epoch or source.steps,
+            full_batch=source.steps == 1 and args.steps_per_epoch in (None, 1),
             callbacks=callbacks,
             verbose=verbose,
             initial_epoch=args.initial_epoch,

@@ -66,6 +66,7 @@ def run_epochs(
     validation_freq: int = 1,
     restore: Callable | None = None,
     agree_to_stop: Callable | None = None,
+    full_batch: bool = False,
 ) -> keras.callbacks.History:
     """Runs epochs `initial_epoch, ..., epochs - 1` of `run_epoch` and returns the `History`.
 
@@ -90,8 +91,10 @@ def run_epochs(
         agree_to_stop: `agree_to_stop(stop)` returns whether every process stops (training on
             several processes, where one stopping alone would leave the others waiting).
             Defaults to `None` (one process).
+        full_batch: Every epoch is one step on all the data: a loss that keeps rising is then
+            divergence (`InputCheckCallback`). Defaults to `False`.
     """
-    callbacks = [InputCheckCallback(), *(callbacks or [])]
+    callbacks = [InputCheckCallback(full_batch=full_batch), *(callbacks or [])]
     restore = restore or checkpoint.initial_epoch
     try:
         initial_epoch = restore(callbacks, model, initial_epoch)

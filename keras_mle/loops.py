@@ -144,6 +144,7 @@ def train(
         epoch_runner.run,
         epochs=epochs,
         steps=math.ceil(data_lib.num_rows(x) / batch_size),
+        full_batch=batch_size >= data_lib.num_rows(x),
         callbacks=callbacks,
         verbose=verbose,
         validate=None if validation_data is None else validate,

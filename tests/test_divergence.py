@@ -243,3 +243,50 @@ def test_the_loss_of_no_step_is_nan_and_of_some_steps_their_mean():
     assert np.isnan(float(tracker.result()))
     tracker.update_state([1.0, 3.0], sample_weight=[1.0, 3.0])
     assert float(tracker.result()) == 2.5
+
+
+def weighted_line():
+    """Frequency weights 1-389 that grow with |x - mean|: the weighted spread of x is several
+    times the unweighted one, so a whitening that ignores the weights leaves SGD(0.5) a step
+    too large for the weighted objective."""
+    rng = np.random.default_rng(7)
+    x = rng.normal(loc=50.0, scale=10.0, size=(300, 1))
+    y = 0.8 * x[:, 0] + 3.0 + rng.normal(size=300)
+    distance = np.abs(x[:, 0] - x[:, 0].mean())
+    weights = 1.0 + np.floor(388 * distance / distance.max())
+    return x, y, weights
+
+
+def test_a_weighted_adapt_makes_sgd_solve_weighted_least_squares():
+    x, y, w = weighted_line()
+    model = keras_mle.LinearRegression(dtype="float64")
+    model.adapt(x, y, sample_weight=w)
+    model.compile(optimizer=keras.optimizers.SGD(0.5))
+    model.fit(x, y, sample_weight=w, batch_size=len(x), epochs=3, shuffle=False, verbose=0)
+    exact = keras_mle.closed_form.ols(x, y, sample_weight=w)
+    # One full-batch step solves it: float64 rounding of the whitened solve only.
+    np.testing.assert_allclose(model.params["m"], exact["m"], rtol=1e-10)
+    np.testing.assert_allclose(model.params["b"], exact["b"], rtol=1e-10)
+
+
+@pytest.mark.parametrize("path", ["fit", "function"])
+def test_a_full_batch_loss_that_keeps_rising_stops_at_the_lowest_loss(path):
+    x, y, w = weighted_line()
+    model = keras_mle.LinearRegression(dtype="float64")
+    model.adapt(x, y)  # unweighted: the step is too large for the weighted objective
+    with pytest.warns(keras_mle.DivergenceWarning, match="the full-batch loss rose for 10"):
+        if path == "fit":
+            model.compile(optimizer=keras.optimizers.SGD(0.5))
+            history = model.fit(
+                x, y, sample_weight=w, batch_size=len(x), epochs=300, shuffle=False, verbose=0
+            )
+        else:
+            history = keras_mle.loops.train(
+                model, x, y, sample_weight=w, epochs=300, batch_size=len(x),
+                optimizer=keras.optimizers.SGD(0.5), mode="function", verbose=0,
+            )  # fmt: skip
+    losses = history.history["loss"]
+    assert len(losses) < 300 and losses[-1] > 2 * min(losses)
+    # The parameters are those at the lowest loss: their loss is that loss (float64).
+    kept = model.evaluate(x, y, sample_weight=w, batch_size=len(x), verbose=0)
+    np.testing.assert_allclose(kept, min(losses), rtol=1e-12)

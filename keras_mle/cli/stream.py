@@ -87,6 +87,7 @@ def run_stream_fit(args, stream) -> int:
             epochs,
             epochs=args.epochs,
             steps=1,
+            full_batch=True,
             callbacks=callbacks,
             verbose=args.verbose,
             restore=epochs.restore,

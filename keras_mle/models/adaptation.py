@@ -110,8 +110,13 @@ class Adaptation:
         scale_targets: bool = True,
         fixed_columns=None,
         center: bool = True,
+        weights=None,
     ) -> Adaptation:
         """Centring and whitening of `x` and centring and scaling of `y`, from float64 data.
+
+        With frequency `weights`, the means, the whitening and the scale are the weighted ones
+        (`from_moments` of the weighted `DataMoments`): the weighted least-squares Hessian is
+        then `2 I` in the working space, as the unweighted one is without weights.
 
         Args:
             x: Features, shape `(N,)` or `(N, k)`; or, when `y` is `None`, a 1-D sample.
@@ -123,6 +128,8 @@ class Adaptation:
                 are neither whitened nor mixed into the others. Defaults to `None` (none).
             center: Centre the features. `False` when the intercept is fixed. Defaults to
                 `True`.
+            weights: Frequency weights `(N,)` (checked, `>= 0`), or `None` for ones. Defaults
+                to `None`.
 
         Raises:
             ValueError: if a free feature is constant or the free features are collinear (no
@@ -130,6 +137,15 @@ class Adaptation:
                 constant.
         """
         x = np.asarray(x, np.float64)
+        if weights is not None:
+            moments = (
+                DataMoments().update(y=x.reshape(-1), weights=weights)
+                if y is None
+                else DataMoments().update(x, y, weights)
+            )
+            return cls.from_moments(
+                moments, scale_targets=scale_targets, fixed_columns=fixed_columns, center=center
+            )
         if y is None:
             sample = x.reshape(-1)
             data_lib.check_not_constant("samples", sample)

@@ -12,6 +12,7 @@ other callback sees the epoch.
 
 from __future__ import annotations
 
+import math
 import warnings
 
 import keras
@@ -28,6 +29,11 @@ _INPUT_PROBLEMS = (
     ("sample_weight", "NaN or Inf values"),
     ("sample_weight", "negative values"),
 )
+#: Epochs in a row of a rising full-batch loss that `InputCheckCallback` takes for divergence.
+RISING_EPOCHS = 10
+#: How far above its lowest value (in units of `|lowest| + 1`) the loss must have risen then.
+RISE_TOLERANCE = 0.01
+
 #: The code bit of a step refused because its loss or a gradient was not finite, from clean data.
 DIVERGED = 1 << len(_INPUT_PROBLEMS)
 
@@ -188,11 +194,27 @@ class InputCheckCallback(keras.callbacks.Callback):
     update overflowed, which `InputCheck.check_state` records), those at the start of the
     epoch. The reason goes to `model.divergence` and to the History as
     `stop_reason`, as `ConvergenceStopping` records its own.
+
+    With `full_batch=True` (every epoch one step on all the data: a deterministic objective),
+    a loss that rises for `RISING_EPOCHS` epochs in a row, to more than `RISE_TOLERANCE` (in
+    units of `|best| + 1`) above the lowest loss, is divergence too: such an objective rises
+    only when the step is too large. The parameters and optimizer state come back to those of
+    the epoch with the lowest loss.
+
+    Args:
+        full_batch: Every epoch is one step on all the data. Defaults to `False`.
     """
+
+    def __init__(self, full_batch: bool = False):
+        super().__init__()
+        self.full_batch = bool(full_batch)
 
     def on_train_begin(self, logs=None):
         self.epoch = 0
         self.model.divergence = None
+        # The lowest full-batch loss so far, `(loss, epoch, state at that epoch's start)`, the
+        # loss before, and the epochs in a row whose loss rose.
+        self._best, self._previous, self._rises = None, None, 0
         optimizer = getattr(self.model, "optimizer", None)
         if optimizer is not None and not optimizer.built and self.model.built:
             # Built now, as the first step would, so that the epoch's start includes its state.
@@ -206,6 +228,27 @@ class InputCheckCallback(keras.callbacks.Callback):
 
     def on_epoch_end(self, epoch, logs=None):
         self._act(f"epoch {epoch + 1}")
+        if self.full_batch and not self.model.divergence:
+            self._watch_loss(epoch, (logs or {}).get("loss"))
+
+    def _watch_loss(self, epoch, loss):
+        if loss is None or not math.isfinite(float(loss)):
+            return
+        loss = float(loss)  # the loss at the epoch's start: a full-batch step logs it before
+        if self._best is None or loss < self._best[0]:
+            self._best = (loss, epoch, self._start)
+        self._rises = self._rises + 1 if self._previous is not None and loss > self._previous else 0
+        self._previous = loss
+        best, best_epoch, state = self._best
+        if self._rises >= RISING_EPOCHS and loss - best > RISE_TOLERANCE * (abs(best) + 1.0):
+            for variable, value in zip(self._variables, state, strict=True):
+                variable.assign(value)
+            self._diverged(
+                f"diverged in epoch {epoch + 1}: the full-batch loss rose for {self._rises} "
+                f"epochs in a row, from {best:.6g} (epoch {best_epoch + 1}) to {loss:.6g}, "
+                "which a step of the right size never does; the parameters and optimizer state "
+                f"are those of epoch {best_epoch + 1}, at the lowest loss"
+            )
 
     def on_test_begin(self, logs=None):
         # Validation runs before on_epoch_end: act on a refused training step first.

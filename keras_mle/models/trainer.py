@@ -270,14 +270,16 @@ class Trainer(keras.Model):
                     args.callbacks, self, args.initial_epoch, shuffle=args.shuffle
                 )
                 x, steps = self.epochs_of_arrays(args, arrays, first)
+                rows = data_lib.num_rows(arrays[0])
+                full_batch = args.rows_per_batch >= rows and args.steps_per_epoch in (None, 1)
             else:
                 first = checkpoint.initial_epoch(args.callbacks, self, args.initial_epoch)
-                steps = args.steps_per_epoch
+                steps, full_batch = args.steps_per_epoch, False
             return super().fit(
                 x,
                 epochs=args.epochs,
                 verbose=verbose,
-                callbacks=[InputCheckCallback(), *args.callbacks],
+                callbacks=[InputCheckCallback(full_batch=full_batch), *args.callbacks],
                 validation_data=validation_data,
                 shuffle=False,
                 initial_epoch=first,
