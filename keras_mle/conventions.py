@@ -60,6 +60,10 @@ class LikelihoodFit:
         k_likelihood: Free parameters of the likelihood (likelihood-ratio degrees of freedom).
         bread: `J H^-1 J^T`, the inverse Hessian in user units over the free components.
         free: Indices of the free components in `derivatives`.
+        step_stderr: The standard errors, over the free components, in which the Newton step
+            left is measured: the model-based ones, except under OLS, where they are taken with
+            `s^2` at the optimum the step reaches (the RSS is quadratic: the step is exact, and
+            `s^2` at the current point would be inflated by the misfit).
         unestimated: Parameters reported without a standard error (the noise scale beside a
             least-squares fit, as `s`), `name -> value`.
     """
@@ -78,6 +82,7 @@ class LikelihoodFit:
     k_likelihood: int
     bread: np.ndarray
     free: np.ndarray
+    step_stderr: np.ndarray | None = None
     unestimated: dict = dataclasses.field(default_factory=dict)
 
 
@@ -174,6 +179,11 @@ def ols_fit(model, least_squares, derivatives) -> LikelihoodFit:
             "variance, the OLS standard errors and the Gaussian log-likelihood are undefined."
         )
     s2 = rss / df_resid
+    gradient = derivatives.gradient[free]
+    # RSS(theta + step) = RSS(theta) - g' H^-1 g / 2 exactly, the RSS being quadratic.
+    rss_at_optimum = max(rss - 0.5 * float(gradient @ h_inverse @ gradient), 0.0)
+    s2_at_optimum = rss_at_optimum / df_resid
+    bread = jacobian @ h_inverse @ jacobian.T
     return LikelihoodFit(
         derivatives=derivatives,
         shapes=_shapes(least_squares),
@@ -189,8 +199,9 @@ def ols_fit(model, least_squares, derivatives) -> LikelihoodFit:
         sigma=math.sqrt(s2),
         k_criteria=p,
         k_likelihood=p + 1,
-        bread=jacobian @ h_inverse @ jacobian.T,
+        bread=bread,
         free=free,
+        step_stderr=np.sqrt(np.abs(2.0 * s2_at_optimum * np.diag(bread))),
         unestimated=_unestimated(model, least_squares, math.sqrt(s2)),
     )
 

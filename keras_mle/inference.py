@@ -285,8 +285,11 @@ def _robust(fit, fit_model, convention, cov_type, source, groups, meat):
 
 def _convergence(fit, tol):
     """`(distance, converged, messages)`: the Newton step left in model-based standard errors."""
-    variances = np.diag(fit.covariance)[fit.free]
-    model_stderr = np.where(variances >= 0, np.sqrt(np.abs(variances)), np.nan)
+    if fit.step_stderr is not None:
+        model_stderr = fit.step_stderr
+    else:
+        variances = np.diag(fit.covariance)[fit.free]
+        model_stderr = np.where(variances >= 0, np.sqrt(np.abs(variances)), np.nan)
     with np.errstate(divide="ignore", invalid="ignore"):
         steps = np.abs(fit.newton_step) / model_stderr
         distance = float(np.max(steps)) if len(steps) else 0.0
