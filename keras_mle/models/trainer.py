@@ -377,8 +377,9 @@ class Trainer(keras.Model):
         """`keras.Model.evaluate` with the checks of `fit`."""
         batch_size = data_lib.check_optional_positive_int("batch_size", batch_size)
         data_lib.check_optional_positive_int("steps", steps)
-        if not isinstance(callbacks, keras.callbacks.CallbackList):
-            # (fit() passes its own CallbackList to the evaluation of validation_data.)
+        # `fit` evaluates its validation data (checked already) with its own CallbackList.
+        from_fit = isinstance(callbacks, keras.callbacks.CallbackList)
+        if not from_fit:
             arguments.check_callbacks(callbacks)
         if arguments.is_in_memory(x):
             x, y, sample_weight = self.check_data(x, y, sample_weight)
@@ -390,10 +391,9 @@ class Trainer(keras.Model):
             x = data_lib.array_dataset(
                 self.components(x, y, sample_weight), batch_size=batch_size or 32
             )
-        elif not kwargs:
-            # (fit() passes its validation dataset, already checked, with a keyword of its own.)
+        elif not from_fit:
             self.check_stream(x, y, sample_weight, batch_size, 0.0)
-        if not isinstance(callbacks, keras.callbacks.CallbackList):
+        if not from_fit:
             callbacks = [InputCheckCallback(), *(callbacks or [])]
         return super().evaluate(
             x, verbose=verbose, steps=steps, callbacks=callbacks, return_dict=return_dict, **kwargs
