@@ -152,7 +152,7 @@ def test_a_nan_in_a_shard_is_refused_by_the_step(tmp_path, table):
     x2 = x2.copy()
     manifest = data.write_shards(tmp_path / "s", x2, y)
     # Corrupt one value on disk after writing (write_shards itself refuses NaN).
-    shard = str(tmp_path / "s-00000-of-00001.bin")
+    shard = str(tmp_path / "s-g1-00000-of-00001.bin")
     values = np.fromfile(shard, "<f4")
     values[3 * 250] = np.nan  # row 250, first feature: batch 3 of 100 rows
     values.tofile(shard)
@@ -176,9 +176,9 @@ def test_write_shards_protects_existing_files(tmp_path, table):
 def test_shard_dataset_refuses_damaged_shards(tmp_path, table):
     x2, y, _ = table
     manifest = data.write_shards(tmp_path / "s", x2, y, rows_per_shard=500)
-    with open(tmp_path / "s-00001-of-00003.bin", "r+b") as file:
+    with open(tmp_path / "s-g1-00001-of-00003.bin", "r+b") as file:
         file.truncate(100)
-    with pytest.raises(ValueError, match="s-00001-of-00003.bin' is missing or not 6000 bytes"):
+    with pytest.raises(ValueError, match="s-g1-00001-of-00003.bin' is missing or not 6000 bytes"):
         data.shard_dataset(manifest, batch_size=10)
     (tmp_path / "bad.json").write_text("{}")
     with pytest.raises(ValueError, match="is not a shard manifest"):

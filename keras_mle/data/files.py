@@ -16,15 +16,18 @@ dropping rows. Values are not checked here: the training step checks every strea
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import glob
 import json
 import math
 import os
+import re
 
 import numpy as np
 import tensorflow as tf
 
+from keras_mle.checkpoint import atomic
 from keras_mle.data import validation
 
 __all__ = ["csv_dataset", "write_shards", "shard_dataset"]
@@ -238,10 +241,17 @@ def write_shards(
 ) -> str:
     """Writes arrays as binary shards for `shard_dataset`; returns the manifest's path.
 
-    The shards are `{prefix}-00000-of-0000N.bin`, each `rows_per_shard` rows (the last fewer),
-    every row its x values, then y, then the weight, as little-endian floats of `dtype`. The
-    manifest `{prefix}.manifest.json` lists them with their rows. Nothing is written if any
+    The shards are `{prefix}-g<G>-00000-of-0000N.bin`, each `rows_per_shard` rows (the last
+    fewer), every row its x values, then y, then the weight, as little-endian floats of `dtype`.
+    The manifest `{prefix}.manifest.json` lists them with their rows. Nothing is written if any
     argument fails its check, and existing files are only replaced with `overwrite=True`.
+
+    Each write is a new generation `G` (one more than any of the prefix's shards on disk), so
+    it never writes over a file that a manifest lists: its shards are written (each through
+    `keras_mle.checkpoint.atomic`), then the manifest, atomically: the one step that moves a
+    reader from the old rows to the new, never to a mixture. Only then are the old
+    generation's shards removed. A write that fails removes the shards it wrote and leaves the
+    old manifest and shards as they were.
 
     Args:
         prefix: Path prefix of the files (its folder must exist).
@@ -262,32 +272,63 @@ def write_shards(
     if not os.path.isdir(folder):
         raise ValueError(f"prefix: folder {folder!r} does not exist.")
     manifest = prefix + MANIFEST_SUFFIX
-    if not overwrite and (os.path.exists(manifest) or glob.glob(glob.escape(prefix) + "-*.bin")):
+    existing = _shards_on_disk(prefix)
+    if not overwrite and (os.path.exists(manifest) or existing):
         raise ValueError(f"prefix: shards of {prefix!r} exist; pass overwrite=True to replace.")
     columns = [x.reshape(len(x), -1)]
     columns += [a[:, None] for a in (y, sample_weight) if a is not None]
     table = np.concatenate(columns, axis=1).astype(np.dtype(dtype).newbyteorder("<"))
+    generation = 1 + max(existing.values(), default=0)
     count = math.ceil(len(table) / rows_per_shard)
-    shards = []
-    for i in range(count):
-        path = f"{prefix}-{i:05d}-of-{count:05d}.bin"
-        part = table[i * rows_per_shard : (i + 1) * rows_per_shard]
-        temporary = path + ".tmp"
-        part.tofile(temporary)
-        os.replace(temporary, path)
-        shards.append({"file": os.path.basename(path), "rows": len(part)})
-    description = {
-        "format": "keras_mle shards 1",
-        "dtype": np.dtype(dtype).name,
-        "features": columns[0].shape[1],
-        "y": y is not None,
-        "sample_weight": sample_weight is not None,
-        "shards": shards,
-    }
-    with open(manifest + ".tmp", "w") as file:
-        json.dump(description, file, indent=1)
-    os.replace(manifest + ".tmp", manifest)
+    written, shards = [], []
+    try:
+        for i in range(count):
+            path = f"{prefix}-g{generation}-{i:05d}-of-{count:05d}.bin"
+            part = table[i * rows_per_shard : (i + 1) * rows_per_shard]
+            atomic.write_file(path, part.tofile)
+            written.append(path)
+            shards.append({"file": os.path.basename(path), "rows": len(part)})
+        description = {
+            "format": "keras_mle shards 1",
+            "generation": generation,
+            "dtype": np.dtype(dtype).name,
+            "features": columns[0].shape[1],
+            "y": y is not None,
+            "sample_weight": sample_weight is not None,
+            "shards": shards,
+        }
+        atomic.write_json(manifest, description, indent=1)
+    except BaseException:
+        for path in written:
+            with contextlib.suppress(FileNotFoundError):
+                os.remove(path)
+        raise
+    for path in _shards_on_disk(prefix, stale=True):
+        if path not in written:
+            with contextlib.suppress(FileNotFoundError):
+                os.remove(path)
     return manifest
+
+
+def _shards_on_disk(prefix, *, stale=False) -> dict[str, int]:
+    """`{path: generation}` of the shards of `prefix` on disk (0 for the unnumbered names).
+
+    Only the names `write_shards` gives (`{prefix}-g<G>-<i>-of-<N>.bin`, and
+    `{prefix}-<i>-of-<N>.bin` of earlier releases), so another prefix's shards (`{prefix}-x-...`)
+    are never taken for these. With `stale=True`, also the `.tmp` files earlier releases left
+    when interrupted.
+    """
+    base = re.escape(os.path.basename(prefix))
+    tail = r"(?:\.tmp)?" if stale else ""
+    name = re.compile(rf"{base}-(?:g(\d+)-)?\d{{5}}-of-\d{{5}}\.bin{tail}")
+    found = {}
+    for path in glob.glob(glob.escape(prefix) + "-*.bin*"):
+        match = name.fullmatch(os.path.basename(path))
+        if match:
+            found[path] = int(match.group(1) or 0)
+    if stale and os.path.exists(prefix + MANIFEST_SUFFIX + ".tmp"):
+        found[prefix + MANIFEST_SUFFIX + ".tmp"] = 0
+    return found
 
 
 def shard_dataset(manifest, *, batch_size: int, block_rows: int | None = None):
