@@ -11,6 +11,7 @@ import json
 import keras
 import numpy as np
 import pytest
+import tensorflow as tf
 from helpers import fit_steps
 
 import keras_mle
@@ -223,3 +224,28 @@ def test_one_sgd_step_after_adapt_is_the_ols_fit(data, cls):
     # Float64 OLS by two routes (the model's QR whitening, NumPy's lstsq of the centred design).
     np.testing.assert_allclose(model.params["m"], reference["m"], rtol=1e-10)
     assert model.params["b"] == pytest.approx(reference["b"], rel=1e-10)
+
+
+def test_adapt_of_a_dataset_refuses_weights_it_would_not_use():
+    x = np.linspace(0.0, 1.0, 8, dtype=np.float32)[:, None]
+    dataset = tf.data.Dataset.from_tensor_slices((x, 2 * x[:, 0])).batch(4)
+    model = keras_mle.LinearRegression()
+    with pytest.raises(ValueError, match=r"^sample_weight: adapt\(dataset\) reads the dataset"):
+        model.adapt(dataset, sample_weight=np.ones(8))
+
+
+def test_weighted_adaptation_is_that_of_the_rows_repeated():
+    rng = np.random.default_rng(4)
+    x, y = rng.normal(size=(30, 2)), rng.normal(size=30)
+    counts = rng.integers(1, 4, size=30)
+    weighted = keras_mle.LinearRegression(dtype="float64").adapt(x, y, sample_weight=counts)
+    repeated = keras_mle.LinearRegression(dtype="float64").adapt(
+        np.repeat(x, counts, axis=0), np.repeat(y, counts)
+    )
+    # The same statistics from the moments' pairwise updates and from one QR: 1e-12.
+    for name in ("x_shift", "x_matrix", "y_shift", "y_scale"):
+        np.testing.assert_allclose(
+            np.asarray(getattr(weighted.adaptation, name)),
+            np.asarray(getattr(repeated.adaptation, name)),
+            rtol=1e-12, atol=1e-12, err_msg=name,
+        )  # fmt: skip
