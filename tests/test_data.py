@@ -291,6 +291,27 @@ def test_check_not_constant():
     data.check_not_constant("samples", np.array([1.0, 1.0 + 1e-12]))
     with pytest.raises(ValueError, match="^samples are constant"):
         data.check_not_constant("samples", np.full(4, 3.0))
+    with pytest.raises(ValueError, match=r"^y is constant: .* no MLE exists\. Use OLS\.$"):
+        data.check_not_constant("y", np.full(4, 3.0), hint=" Use OLS.")
+
+
+def test_check_sample_weight_compares_pandas_indexes_with_the_data():
+    pd = pytest.importorskip("pandas")
+    x = pd.Series([1.0, 2.0, 3.0], index=[10, 11, 12])
+    w = data.check_sample_weight(
+        pd.Series([1.0, 2.0, 3.0], index=x.index), 3, aligned_with=("x", x)
+    )
+    np.testing.assert_array_equal(w, [1.0, 2.0, 3.0])
+    data.check_sample_weight(np.ones(3), 3, aligned_with=("x", x))  # an array pairs by position
+    with pytest.raises(ValueError, match=r"^x and sample_weight .* \(at position 0: 10 and 0\)"):
+        data.check_sample_weight(pd.Series([1.0, 2.0, 3.0]), 3, aligned_with=("x", x))
+
+
+def test_check_array_refuses_masked_cells_and_keeps_an_empty_mask():
+    values = np.ma.masked_array([[1.0, 2.0], [3.0, 4.0]], mask=[[0, 1], [0, 0]])
+    with pytest.raises(ValueError, match=r"^y is a masked array with 1 masked cell\(s\) of 4"):
+        data.check_array("y", values)
+    np.testing.assert_array_equal(data.check_array("y", np.ma.masked_array([1.0, 2.0])), [1, 2])
 
 
 def test_check_array_keeps_float64_and_accepts_lists_and_tensors():

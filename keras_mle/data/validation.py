@@ -57,10 +57,13 @@ def check_array(name: str, value, *, dtype=None, ndim: tuple[int, ...] = (1, 2))
 
     Raises:
         TypeError: if `value` is `None` or not numeric.
-        ValueError: if it is empty, has a disallowed rank, or holds NaN or Inf.
+        ValueError: if it is empty, has a disallowed rank, holds NaN or Inf, or is a
+            `numpy.ma.MaskedArray` with masked cells (whose hidden values would be used).
     """
     if value is None:
         raise TypeError(f"{name} is required, got None.")
+    if isinstance(value, np.ma.MaskedArray):
+        value = _unmasked(name, value)
     if hasattr(value, "numpy") and not isinstance(value, np.ndarray):
         value = value.numpy()
     try:
@@ -81,6 +84,57 @@ def check_array(name: str, value, *, dtype=None, ndim: tuple[int, ...] = (1, 2))
         bad = int(np.size(array) - np.count_nonzero(np.isfinite(array)))
         raise ValueError(f"{name} contains {bad} NaN or Inf value(s).")
     return array
+
+
+def _unmasked(name: str, value: np.ma.MaskedArray) -> np.ndarray:
+    # np.asarray drops a mask and keeps the values under it: refuse those cells, never use them.
+    masked = int(np.ma.count_masked(value))
+    if masked:
+        raise ValueError(
+            f"{name} is a masked array with {masked} masked cell(s) of {value.size}: their "
+            f"hidden values would be used as data. Fill them ({name}.filled(value)) or drop "
+            "their rows (from x, y and sample_weight alike) before fitting."
+        )
+    return np.ma.getdata(value)
+
+
+def _is_pandas(value) -> bool:
+    return hasattr(value, "iloc") and hasattr(value, "index")
+
+
+def _check_aligned(first: tuple[str, object], second: tuple[str, object]) -> None:
+    """Raises unless two pandas objects (if both are) have the same index, in the same order.
+
+    Rows are paired by position once the data are arrays, so indexes that differ (`y` sorted
+    after a split, or taken from another frame) would pair the wrong rows, silently. As in
+    statsmodels, the same labels in another order are refused too rather than realigned: the
+    other arrays of the call (and the rows' order) are positional, so a silent reorder of one
+    argument would not be what was given.
+    """
+    (first_name, first_value), (second_name, second_value) = first, second
+    if not (_is_pandas(first_value) and _is_pandas(second_value)):
+        return
+    first_index, second_index = first_value.index, second_value.index
+    if len(first_index) != len(second_index) or first_index.equals(second_index):
+        return  # (different lengths are refused, with the lengths, by the caller)
+    if first_index.sort_values().equals(second_index.sort_values()):
+        problem = "hold the same labels in a different order"
+    else:
+        position = int(np.flatnonzero(np.asarray(first_index != second_index))[0])
+        problem = (
+            f"differ (at position {position}: {_label(first_index, position)!r} and "
+            f"{_label(second_index, position)!r})"
+        )
+    raise ValueError(
+        f"{first_name} and {second_name} are pandas objects whose indexes {problem}: their rows "
+        "would be paired by position, not by label. Align them first, e.g. "
+        f"{second_name} = {second_name}.loc[{first_name}.index], or call "
+        f".reset_index(drop=True) on both if the positions are the pairs you mean."
+    )
+
+
+def _label(index, position: int):
+    return index[position : position + 1].tolist()[0]  # a Python value, not np.int64(...)
 
 
 _ANY_RANK = tuple(range(1, 9))
@@ -142,9 +196,13 @@ def check_xy(x, y=None, *, dtype=None, x_name: str = "x", y_name: str = "y", x_n
     loss can never broadcast `(N,)` predictions against `(N, 1)` targets into an `(N, N)` matrix.
     `x_ndim` is `check_inputs`' `ndim` (`None` for a network's images or dict of inputs).
 
+    Pandas `x` and `y` must have the same index (see `_check_aligned`): rows are paired by
+    position.
+
     Returns:
         `(x, y)` as NumPy arrays (`y` is `None` when not given).
     """
+    _check_aligned((x_name, x), (y_name, y))
     x = check_inputs(x_name, x, dtype=dtype, ndim=x_ndim)
     if y is None:
         return x, None
@@ -162,10 +220,18 @@ def check_xy(x, y=None, *, dtype=None, x_name: str = "x", y_name: str = "y", x_n
     return x, y
 
 
-def check_sample_weight(sample_weight, n: int, *, dtype=None, name: str = "sample_weight"):
-    """Checks per-sample weights: shape `(n,)`, finite, >= 0, not all zero. `None` passes."""
+def check_sample_weight(
+    sample_weight, n: int, *, dtype=None, name: str = "sample_weight", aligned_with=None
+):
+    """Checks per-sample weights: shape `(n,)`, finite, >= 0, not all zero. `None` passes.
+
+    `aligned_with` is `(name, data)`, the data as given: a pandas `sample_weight` must then
+    have the same index as pandas data (as `check_xy` checks `x` and `y`). Defaults to `None`.
+    """
     if sample_weight is None:
         return None
+    if aligned_with is not None:
+        _check_aligned(aligned_with, (name, sample_weight))
     w = check_array(name, sample_weight, dtype=dtype, ndim=(1, 2))
     if w.ndim == 2:
         if w.shape[1] != 1:
@@ -214,12 +280,16 @@ def check_positive_scalar(name: str, value, *, allow_zero: bool = False) -> floa
     return number
 
 
-def check_not_constant(name: str, sample) -> None:
-    """Raises unless a 1-D sample takes at least two values: a Gaussian MLE needs spread."""
+def check_not_constant(name: str, sample, *, hint: str = "") -> None:
+    """Raises unless a 1-D sample takes at least two values: a Gaussian MLE needs spread.
+
+    `hint` ends the message (what to do instead). Defaults to `""`.
+    """
     if np.ptp(sample) == 0:
+        verb = "are" if name == "samples" else "is"
         raise ValueError(
-            f"{name} are constant: the likelihood grows without bound as sigma -> 0, "
-            "so no MLE exists."
+            f"{name} {verb} constant: the likelihood grows without bound as sigma -> 0, "
+            f"so no MLE exists.{hint}"
         )
 
 
