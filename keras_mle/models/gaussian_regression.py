@@ -10,11 +10,37 @@ from keras_mle import data as data_lib
 from keras_mle import losses
 from keras_mle.models.linear_regression import LinearRegression, constrained_least_squares
 
-__all__ = ["GaussianRegression"]
+__all__ = ["GaussianRegression", "NoiseScaleMixin"]
+
+
+class NoiseScaleMixin:
+    """For a regression with a noise-scale parameter: refuses targets `y` that are all equal.
+
+    With every target equal, `y = b` fits every row exactly, and the likelihood grows without
+    bound as the scale goes to 0 (for a Gaussian, a t or a log-linear scale alike): no MLE
+    exists. Least squares (`LinearRegression`) has no scale and keeps such targets. Rows of
+    zero weight are left out; one row alone is left to the other checks, since a batch of a
+    stream (checked as a whole by `check_data`) may hold one row.
+
+    Put it before the `LinearRegression` subclass in the bases.
+    """
+
+    def check_data(self, x, y=None, sample_weight=None, *, dtype=None):
+        x, y, sample_weight = super().check_data(x, y, sample_weight, dtype=dtype)
+        if y is not None:
+            rows = y if sample_weight is None else y[sample_weight > 0]
+            if len(rows) > 1:
+                data_lib.check_not_constant(
+                    "y",
+                    rows,
+                    hint=f" ({type(self).__name__} fits a noise scale; LinearRegression, "
+                    "least squares, fits constant targets.)",
+                )
+        return x, y, sample_weight
 
 
 @keras.saving.register_keras_serializable(package="keras_mle")
-class GaussianRegression(LinearRegression):
+class GaussianRegression(NoiseScaleMixin, LinearRegression):
     """`y ~ N(x . m + b, sigma^2)`: slopes, intercept and noise level learned jointly by NLL.
 
     Mathematical details:

@@ -15,6 +15,7 @@ import tensorflow as tf
 
 from keras_mle import data as data_lib
 from keras_mle.models.adaptation import Adaptation
+from keras_mle.models.gaussian_regression import NoiseScaleMixin
 from keras_mle.models.linear_regression import LinearRegression
 
 __all__ = ["HeteroscedasticRegression", "ExtendedAdaptation", "ExtendedAdaptMixin"]
@@ -158,7 +159,7 @@ class ExtendedAdaptMixin:
 
 
 @keras.saving.register_keras_serializable(package="keras_mle")
-class HeteroscedasticRegression(ExtendedAdaptMixin, LinearRegression):
+class HeteroscedasticRegression(ExtendedAdaptMixin, NoiseScaleMixin, LinearRegression):
     """`y ~ N(x . m + b, sigma(x)^2)` with `log sigma(x) = x . g + c`: the noise level varies.
 
     Mathematical details:

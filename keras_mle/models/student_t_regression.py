@@ -9,6 +9,7 @@ import numpy as np
 import tensorflow as tf
 
 from keras_mle import data as data_lib
+from keras_mle.models.gaussian_regression import NoiseScaleMixin
 from keras_mle.models.heteroscedastic_regression import ExtendedAdaptMixin
 from keras_mle.models.linear_regression import LinearRegression
 
@@ -18,7 +19,7 @@ _HALF_LOG_PI = 0.5 * math.log(math.pi)
 
 
 @keras.saving.register_keras_serializable(package="keras_mle")
-class StudentTRegression(ExtendedAdaptMixin, LinearRegression):
+class StudentTRegression(ExtendedAdaptMixin, NoiseScaleMixin, LinearRegression):
     """`(y - x . m - b) / scale ~ t(df)`: linear regression with heavy-tailed noise.
 
     Mathematical details (the standard t density, as `scipy.stats.t` and statsmodels'
