@@ -17,7 +17,15 @@ from keras_mle_cli.options import MODELS, learning_rate
 from keras_mle_cli.paths import check_output_dir, check_output_file, check_resume
 from keras_mle_cli.records import model_record_path, read_json
 
-__all__ = ["CHECKS", "check_demo", "check_fit", "check_show", "column_names", "read_inputs"]
+__all__ = [
+    "CHECKS",
+    "check_demo",
+    "check_fit",
+    "check_show",
+    "check_summary_options",
+    "column_names",
+    "read_inputs",
+]
 
 
 def column_names(args, *, model):
@@ -42,9 +50,42 @@ def column_names(args, *, model):
     return x, y
 
 
+def check_summary_options(args, x, y) -> None:
+    """Refuses `--groups` without `--cov-type cluster`, and a cluster covariance without groups.
+
+    The groups are a column of one `--data` file (read with the model's columns, so that
+    `--missing drop` drops the same rows), other than the target `y`; the model's `x` columns
+    may serve.
+    """
+    groups = args.groups
+    if groups is not None and args.cov_type != "cluster":
+        raise UsageError(f"--groups is only used with --cov-type cluster, not {args.cov_type}")
+    if args.cov_type != "cluster":
+        return
+    if groups is None:
+        raise UsageError("--cov-type cluster needs --groups COL, the column of cluster labels")
+    args.groups = groups = groups.strip()
+    if not groups:
+        raise UsageError("--groups is an empty column name")
+    if groups == y or (y is None and groups in x):
+        raise UsageError(
+            f"--groups {groups} is the column fitted; give the column of cluster labels"
+        )
+    if is_glob(args.data):
+        raise UsageError(
+            f"--cov-type cluster reads --groups {groups} into memory: give one CSV file as "
+            f"--data, not the glob {args.data!r}"
+        )
+
+
 def read_inputs(args, x, y):
-    """The `Columns` of a `--data` file, or the `Stream` of a glob (checked, not read)."""
+    """The `Columns` of a `--data` file, or the `Stream` of a glob (checked, not read).
+
+    With `--groups`, its column is read too: `Columns.values[args.groups]`.
+    """
     columns = [*x, *([y] if y else [])]
+    if args.groups is not None and args.groups not in columns:
+        columns.append(args.groups)
     if is_glob(args.data):
         files, sep, lines = scan_files(args.data, columns, sep=args.sep)
         return Stream(args.data, files, sep, x, y, args.missing, lines)
@@ -73,6 +114,7 @@ def check_fit(args):
     if args.learning_rate is None:
         args.learning_rate = learning_rate(args.optimizer)
     x, y = column_names(args, model=args.model)
+    check_summary_options(args, x, y)
     if args.resume:
         check_resume(args, x, y)
     return read_inputs(args, x, y)
@@ -87,8 +129,13 @@ def check_show(args):
     if args.data is None:
         if args.x or args.y:
             raise UsageError("--x and --y need --data, the file to compute the summary on")
-        if args.cov_type != "nonrobust":
-            raise UsageError("--cov-type needs --data, the file to compute the summary on")
+        for option, value in (
+            ("--cov-type", args.cov_type != "nonrobust"),
+            ("--convention", args.convention is not None),
+            ("--groups", args.groups is not None),
+        ):
+            if value:
+                raise UsageError(f"{option} needs --data, the file to compute the summary on")
         return None
     if not args.x and not args.y and args.record is not None:
         args.x = ",".join(args.record.get("x") or [])
@@ -97,6 +144,7 @@ def check_show(args):
         raise UsageError(f"give the columns of --data: --x COL[,COL...] --y COL for {path}")
     model = "gaussian" if not (args.x and args.y) else "linear"
     x, y = column_names(args, model=model)
+    check_summary_options(args, x, y)
     return read_inputs(args, x, y)
 
 

@@ -15,6 +15,8 @@ import math
 
 from keras_mle_cli.options import (
     ADAPTIVE_LEARNING_RATE,
+    CONVENTIONS,
+    COV_TYPES,
     DEFAULT_EPOCHS,
     DEFAULT_LEARNING_RATE,
     MODELS,
@@ -119,6 +121,44 @@ def _add_csv_arguments(command, *, required):
     )
 
 
+def _add_summary_arguments(command, *, needs):
+    """The options of the inference summary: its conventions and covariance (`needs`: when)."""
+    command.add_argument(
+        "--convention",
+        choices=CONVENTIONS,
+        default=None,
+        help=f"the summary's conventions{needs}: ols (t statistics, s^2 = RSS / (n - p); for "
+        "linear and, through its least squares, gaussian-regression) or mle (z statistics, the "
+        "inverse observed information) (default: ols for linear, mle for the others)",
+    )
+    command.add_argument(
+        "--cov-type",
+        choices=COV_TYPES,
+        default="nonrobust",
+        help=f"covariance of the summary's standard errors{needs}: HC2 and HC3 need OLS "
+        "conventions, cluster needs --groups (default: nonrobust)",
+    )
+    command.add_argument(
+        "--groups",
+        metavar="COL",
+        help="with --cov-type cluster: the column of --data holding each row's cluster label "
+        "(a number; need not be a feature); one CSV file, not a glob",
+    )
+
+
+def _optimizer_defaults() -> str:
+    """`sgd for linear and gaussian, nadam for ...`: each default optimizer and its models."""
+    by_optimizer = {}
+    for name, (_, optimizer) in MODELS.items():
+        by_optimizer.setdefault(optimizer, []).append(name)
+    return ", ".join(f"{optimizer} for {_and(names)}" for optimizer, names in by_optimizer.items())
+
+
+def _and(names) -> str:
+    """`a, b and c`."""
+    return names[0] if len(names) == 1 else f"{', '.join(names[:-1])} and {names[-1]}"
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The `keras-mle` argument parser (nothing imported, nothing read)."""
     parser = _Parser(
@@ -140,7 +180,9 @@ def build_parser() -> argparse.ArgumentParser:
 def _add_demo_command(commands):
     demo = commands.add_parser(
         "demo",
-        help="run the articles' two experiments through fit() and the custom loops",
+        help="run the articles' four experiments: a line, a Gaussian sample and a Gaussian "
+        "regression through fit() and every custom loop, and a network whose noise grows with "
+        "x through fit()",
         allow_abbrev=False,
     )
     demo.add_argument("--out", default="demo_output", help="output folder (default: demo_output)")
@@ -186,8 +228,7 @@ def _add_fit_command(commands):
         type=str.lower,
         choices=OPTIMIZERS,
         metavar="NAME",
-        help="a Keras optimizer: sgd, adam, ... (default: sgd for linear and gaussian, nadam for "
-        "gaussian-regression)",
+        help=f"a Keras optimizer: sgd, adam, ... (default: {_optimizer_defaults()})",
     )
     fit.add_argument(
         "--learning-rate",
@@ -199,6 +240,7 @@ def _add_fit_command(commands):
     fit.add_argument(
         "--seed", type=_seed, default=0, help=f"random seed in [0, {SEED_MAX}] (default: 0)"
     )
+    _add_summary_arguments(fit, needs="")
     return fit
 
 
@@ -242,9 +284,4 @@ def _add_show_command(commands):
         "--x", metavar="COL[,COL...]", help="feature column(s) (default: those it was fitted on)"
     )
     show.add_argument("--y", metavar="COL", help="target column (default: as fitted)")
-    show.add_argument(
-        "--cov-type",
-        choices=("nonrobust", "HC0", "HC1", "HC2", "HC3"),
-        default="nonrobust",
-        help="covariance of the summary's standard errors (with --data; default: nonrobust)",
-    )
+    _add_summary_arguments(show, needs=" (with --data)")

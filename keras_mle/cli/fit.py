@@ -15,7 +15,7 @@ import keras
 
 from keras_mle import callbacks as callbacks_lib
 from keras_mle import checkpoint, loops
-from keras_mle.cli.results import arrays, first_warning, summary
+from keras_mle.cli.results import arrays, check_summary, first_warning, summary, summary_options
 from keras_mle.cli.stream import run_stream_fit
 from keras_mle.cli.training import (
     PATIENCE,
@@ -47,6 +47,8 @@ def run_fit(args, columns) -> int:
         model.adapt(x, y)
     except (TypeError, ValueError) as error:
         raise UsageError(f"{columns.path}: {error}") from None
+    options = summary_options(args, columns)
+    check_summary(model, options)
     record = checkpoint_record(args, columns.x, columns.y)
     if args.resume:
         check_backup_fits(args, model, record, lambda trial: trial.adapt(x, y))
@@ -70,7 +72,7 @@ def run_fit(args, columns) -> int:
         warnings.simplefilter("always")
         history = _train(model, x, y, args, callbacks)
     check_training(args, model, convergence, history, tolerance)
-    result = summary(model, x, y)
+    result = summary(model, x, y, **options)
     if not result.converged:
         raise FitError(f"not converged: {first_warning(result)}; nothing saved to --out")
     warning_lines(caught)

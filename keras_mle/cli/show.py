@@ -11,7 +11,7 @@ import numpy as np
 
 import keras_mle
 from keras_mle import statistics
-from keras_mle.cli.results import arrays, first_warning, summary
+from keras_mle.cli.results import arrays, first_warning, summary, summary_options
 from keras_mle.cli.stream import reading, stream_dataset
 from keras_mle_cli.errors import FitError, UsageError
 from keras_mle_cli.inputs import Stream
@@ -34,7 +34,7 @@ def run_show(args, inputs) -> int:
     if bad:
         raise FitError(f"{path} holds non-finite parameters ({', '.join(bad)}): not a usable fit")
     if inputs is not None:
-        return _show_summary(model, path, inputs, args.cov_type)
+        return _show_summary(model, path, inputs, summary_options(args, inputs))
     print(f"{type(model).__name__} ({path})")
     optimizer = getattr(model, "optimizer", None)
     if optimizer is not None:
@@ -57,17 +57,17 @@ def _load(path):
     return model
 
 
-def _show_summary(model, path, inputs, cov_type) -> int:
+def _show_summary(model, path, inputs, options) -> int:
     if model.takes_targets != (inputs.y is not None):
         wanted = "--x COL[,COL...] --y COL" if model.takes_targets else "one column (--y COL)"
         raise UsageError(f"{path} holds a {type(model).__name__}: give {wanted}")
     if isinstance(inputs, Stream):
         dataset = stream_dataset(inputs, STREAM_BATCH_SIZE)
         with reading(inputs):
-            result = summary(model, dataset, cov_type=cov_type)
+            result = summary(model, dataset, **options)
     else:
         x, y = arrays(inputs)
-        result = summary(model, x, y, cov_type=cov_type)
+        result = summary(model, x, y, **options)
     print(result.summary())
     if not result.converged:
         raise FitError(f"{path} is not at the optimum for {inputs.path}: {first_warning(result)}")

@@ -27,7 +27,7 @@ import tensorflow as tf
 import keras_mle
 from keras_mle import callbacks as callbacks_lib
 from keras_mle import checkpoint
-from keras_mle.cli.results import first_warning, summary
+from keras_mle.cli.results import check_summary, first_warning, summary, summary_options
 from keras_mle.cli.training import (
     PATIENCE,
     backup_callbacks,
@@ -61,6 +61,8 @@ def run_stream_fit(args, stream) -> int:
     dataset = stream_dataset(stream, args.batch_size or STREAM_BATCH_SIZE)
     with reading(stream):
         model.adapt(dataset)
+    options = summary_options(args, stream)
+    check_summary(model, options)
     model.compile(optimizer=new_optimizer(args))
     record = checkpoint_record(args, stream.x, stream.y)
     if args.resume:
@@ -94,7 +96,7 @@ def run_stream_fit(args, stream) -> int:
         )
     check_training(args, model, convergence, history, tolerance)
     with reading(stream):
-        result = summary(model, dataset)
+        result = summary(model, dataset, **options)
     if not result.converged:
         raise FitError(f"not converged: {first_warning(result)}; nothing saved to --out")
     warning_lines(caught)
