@@ -6,8 +6,10 @@ preferably):
 - `calibration/pit`: the histogram of the probability integral transform
   `Phi((y - mu) / sigma)` (`keras_mle.metrics.pit`), flat at density 1 when the model is
   calibrated, with that level drawn in red;
-- `calibration/band` (one-feature `x` only): the data, the fitted mean in red and its central
-  interval `mu -/+ z sigma` of probability `level`;
+- `calibration/band`: the data, the fitted mean in red and its central interval
+  `mu -/+ z sigma` of probability `level`, against the feature for a one-feature `x` (labelled
+  with the model's `feature_names`), and against the fitted mean itself for several features
+  (the mean is then the diagonal, the band around it; the image's title says so);
 
 and the scalars `calibration/coverage` (the fraction of the data inside that interval) and
 `calibration/crps`. It works with any model that has `predict_distribution(x)` returning
@@ -26,7 +28,7 @@ from keras_mle import data as data_lib
 from keras_mle import distributions
 from keras_mle import metrics as metrics_lib
 
-__all__ = ["CalibrationTensorBoard", "render_pit", "render_band"]
+__all__ = ["CalibrationTensorBoard", "render_pit", "render_band", "draw_band"]
 
 PIT_TAG = "calibration/pit"
 BAND_TAG = "calibration/band"
@@ -52,14 +54,30 @@ def render_pit(pit_values, bins: int = 20, title=None) -> np.ndarray:
     return _to_array(figure)
 
 
-def render_band(x, y, mean, sigma, level: float = 0.95, title=None) -> np.ndarray:
-    """Data (blue), mean (red) and its central `level` interval against one feature, RGBA."""
+def render_band(
+    x, y, mean, sigma, level: float = 0.95, title=None, *, x_label="x", y_label="y"
+) -> np.ndarray:
+    """Data (blue), mean (red) and its central `level` interval against `x`, as RGBA.
+
+    `x` is one feature, or the fitted mean itself (a model of several features). The y-range is
+    the data's and the mean's (`keras_mle.plots.follow_data`), not the interval's.
+    """
+    from keras_mle import plots
+
+    figure, ax = plots.new_figure(_FIGSIZE, _DPI)
+    draw_band(ax, x, y, mean, sigma, level, x_label=x_label, y_label=y_label)
+    if title:
+        ax.set_title(title)
+    return _to_array(figure)
+
+
+def draw_band(ax, x, y, mean, sigma, level: float = 0.95, *, x_label="x", y_label="y"):
+    """Draws `render_band`'s picture on the matplotlib `Axes` `ax`; returns `ax`."""
     from keras_mle import plots
 
     x = np.reshape(x, -1)
     order = np.argsort(x)
     z = float(distributions.normal_ppf(0.5 + 0.5 * level))
-    figure, ax = plots.new_figure(_FIGSIZE, _DPI)
     ax.scatter(x, y, s=4, color="b", alpha=0.4, label="data")
     ax.fill_between(
         x[order],
@@ -70,12 +88,11 @@ def render_band(x, y, mean, sigma, level: float = 0.95, title=None) -> np.ndarra
         label=f"{level:.0%} interval",
     )
     ax.plot(x[order], mean[order], color="r", label="mean")
-    ax.set_xlabel("x")
-    ax.set_ylabel("y")
+    plots.follow_data(ax, y, mean)
+    ax.set_xlabel(x_label)
+    ax.set_ylabel(y_label)
     ax.legend(loc="best", fontsize="small")
-    if title:
-        ax.set_title(title)
-    return _to_array(figure)
+    return ax
 
 
 def _to_array(figure):
@@ -96,13 +113,25 @@ class CalibrationTensorBoard(keras.callbacks.Callback):
         max_points: At most this many points (a fixed random subset) are judged and drawn.
             Defaults to `5000`.
         run: Sub-folder of `log_dir` for these events. Defaults to `"calibration"`.
+        target_name: The name of `y`, which labels its axis. Defaults to `None` (`"y"`).
+
+    With one feature the band is drawn against it (labelled with the model's `feature_names`);
+    with several, against the fitted mean (the x axis is the mean, the title says so).
 
     Raises:
         ValueError: naming the argument, before any training.
     """
 
     def __init__(
-        self, log_dir, data, every=1, level=0.95, bins=20, max_points=5000, run="calibration"
+        self,
+        log_dir,
+        data,
+        every=1,
+        level=0.95,
+        bins=20,
+        max_points=5000,
+        run="calibration",
+        target_name=None,
     ):
         super().__init__()
         if not isinstance(data, (tuple, list)) or len(data) != 2:
@@ -119,6 +148,9 @@ class CalibrationTensorBoard(keras.callbacks.Callback):
         if not isinstance(run, str) or not run:
             raise ValueError(f"run must be a non-empty string, got {run!r}.")
         self.run = run
+        if target_name is not None and not (isinstance(target_name, str) and target_name):
+            raise ValueError(f"target_name must be a non-empty string, got {target_name!r}.")
+        self.target_name = target_name
         self._writer = None
         self._last = self._epoch = None
 
@@ -130,6 +162,20 @@ class CalibrationTensorBoard(keras.callbacks.Callback):
             )
         self._writer = tf.summary.create_file_writer(os.path.join(self.log_dir, self.run))
         self._last = self._epoch = None
+
+    def _band(self, mean, sigma, title):
+        """The band image: against the one feature, or against the fitted mean."""
+        from keras_mle import plots
+
+        y_label = self.target_name or "y"
+        if self.x.ndim == 1 or self.x.shape[1] == 1:
+            x, x_label = self.x, plots.feature_label(self.model)
+        else:
+            x, x_label = mean, f"fitted mean of {y_label}"
+            title = f"{title}: {self.x.shape[1]} features, against the fitted mean"
+        return render_band(
+            x, self.y, mean, sigma, self.level, title, x_label=x_label, y_label=y_label
+        )
 
     def on_epoch_end(self, epoch, logs=None):
         self._epoch = epoch
@@ -155,9 +201,7 @@ class CalibrationTensorBoard(keras.callbacks.Callback):
         with self._writer.as_default(step=epoch):
             pit_values = metrics_lib.pit(self.y, mean, sigma)
             tf.summary.image(PIT_TAG, render_pit(pit_values, self.bins, title)[None])
-            if self.x.ndim == 1 or self.x.shape[1] == 1:
-                image = render_band(self.x, self.y, mean, sigma, self.level, title)
-                tf.summary.image(BAND_TAG, image[None])
+            tf.summary.image(BAND_TAG, self._band(mean, sigma, title)[None])
             tf.summary.scalar(COVERAGE_TAG, coverage)
             tf.summary.scalar(CRPS_TAG, crps)
         self._writer.flush()

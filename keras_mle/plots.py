@@ -4,7 +4,9 @@ Drawn on `matplotlib.figure.Figure` objects with the Agg canvas, never through `
 importing or using this module leaves the user's matplotlib backend and figures alone.
 
 - `render_fit`: the current fit of any `keras_mle.MaximumLikelihoodModel` as an RGBA array (the
-  image `keras_mle.callbacks.ParameterTensorBoard` logs);
+  image `keras_mle.callbacks.ParameterTensorBoard` logs), drawn by `draw_fit`;
+- `follow_data`: the y-range of the data (and the fitted curve), whatever a band around the curve
+  reaches (a noise level that grows exponentially with `x` would otherwise set the scale);
 - `demo_plots`: the PNG files of `keras-mle demo`, built from `line_fit`, `gaussian_fit`,
   `mse_and_loglik`, `loss_curves`, `interval_fit` and `sigma_curves`, each drawing on a given
   matplotlib `Axes`.
@@ -23,6 +25,8 @@ from keras_mle import closed_form, distributions
 __all__ = [
     "new_figure",
     "render_fit",
+    "draw_fit",
+    "follow_data",
     "demo_plots",
     "line_fit",
     "gaussian_fit",
@@ -38,6 +42,8 @@ FIT_DPI = 80
 #: Colour of the fitted curve in `render_fit` (pure red, so that it can be found in the image).
 FIT_COLOR = "r"
 DATA_COLOR = "b"
+#: `follow_data` pads the data's y-range by this share of it on each side.
+Y_MARGIN = 0.05
 
 
 def new_figure(figsize=(6, 4), dpi=100):
@@ -55,7 +61,16 @@ def new_figure(figsize=(6, 4), dpi=100):
     return figure, figure.add_subplot()
 
 
-def render_fit(model, x, y=None, sample_weight=None, *, title=None, max_points: int = 2000):
+def render_fit(
+    model,
+    x,
+    y=None,
+    sample_weight=None,
+    *,
+    title=None,
+    max_points: int = 2000,
+    target_name=None,
+):
     """The model's current fit drawn on the data, as an RGBA `uint8` array of shape `(H, W, 4)`.
 
     What is drawn depends on the data, never on the model's class:
@@ -69,6 +84,10 @@ def render_fit(model, x, y=None, sample_weight=None, *, title=None, max_points: 
     - several features: observed `y` against the predicted mean, with the line `y = prediction`
       in red.
 
+    The axes are labelled with the names of the columns where they are known: the feature by
+    the model's `feature_names`, `y` (or the sample) by `target_name`. The y-range is the data's
+    (see `follow_data`), not the band's.
+
     Args:
         model: A built `keras_mle.MaximumLikelihoodModel`.
         x: Inputs (for a model of a sample: the sample), checked by `model.check_data`.
@@ -77,6 +96,8 @@ def render_fit(model, x, y=None, sample_weight=None, *, title=None, max_points: 
         title: Text after the model's class name in the title. Defaults to `None` (no title).
         max_points: At most this many data points are drawn (a fixed random subset).
             Defaults to `2000`.
+        target_name: The name of `y` (for a model of a sample: of the sample), which labels its
+            axis. Defaults to `None` (`"y"`, or the model's `x_name` for a sample).
 
     Returns:
         The RGBA image, 480 x 320 pixels.
@@ -87,13 +108,7 @@ def render_fit(model, x, y=None, sample_weight=None, *, title=None, max_points: 
         y = None if y is None else y[keep]
         sample_weight = None if sample_weight is None else sample_weight[keep]
     figure, ax = new_figure(FIT_FIGSIZE, FIT_DPI)
-    if not model.takes_targets:
-        _draw_density(ax, model, x, sample_weight)
-    elif x.ndim == 1 or x.shape[1] == 1:
-        _draw_mean(ax, model, x, y)
-    else:
-        _draw_observed_against_predicted(ax, model, x, y)
-    ax.legend(loc="best", fontsize="small")
+    draw_fit(ax, model, x, y, sample_weight, target_name=target_name)
     if title:
         ax.set_title(f"{type(model).__name__}, {title}")
     figure.tight_layout()
@@ -101,18 +116,67 @@ def render_fit(model, x, y=None, sample_weight=None, *, title=None, max_points: 
     return np.asarray(figure.canvas.buffer_rgba()).copy()
 
 
-def _draw_density(ax, model, x, sample_weight):
+def draw_fit(ax, model, x, y=None, sample_weight=None, *, target_name=None):
+    """Draws `render_fit`'s picture of the model's fit on the matplotlib `Axes` `ax`.
+
+    Args:
+        ax: The `Axes` to draw on.
+        model: A built `keras_mle.MaximumLikelihoodModel`.
+        x: Inputs (for a model of a sample: the sample), as the model checked them.
+        y: Targets, or `None` for a model of a sample. Defaults to `None`.
+        sample_weight: Per-sample weights of a sample's histogram. Defaults to `None`.
+        target_name: The name of `y` (or of the sample). Defaults to `None`.
+
+    Returns:
+        `ax`.
+    """
+    if not model.takes_targets:
+        _draw_density(ax, model, x, sample_weight, target_name or model.x_name)
+    elif x.ndim == 1 or x.shape[1] == 1:
+        _draw_mean(ax, model, x, y, feature_label(model), target_name or "y")
+    else:
+        _draw_observed_against_predicted(ax, model, x, y, target_name or "y")
+    ax.legend(loc="best", fontsize="small")
+    return ax
+
+
+def feature_label(model, default="x") -> str:
+    """The name of a one-feature model's feature (its `feature_names`), or `default`."""
+    names = getattr(model, "feature_names", None)
+    return str(names[0]) if names is not None and len(names) == 1 else default
+
+
+def follow_data(ax, values, *curves, margin: float = Y_MARGIN):
+    """Sets the y-range of `ax` to that of `values` and the `curves`, padded by `margin` of it.
+
+    Only the finite values count: a band (`mean +- 2 sigma`) drawn on `ax` is cut where it
+    leaves that range, instead of setting it.
+
+    Returns:
+        `(low, high)`, the limits set.
+    """
+    finite = [np.ravel(np.asarray(v, np.float64)) for v in (values, *curves)]
+    finite = np.concatenate([v[np.isfinite(v)] for v in finite])
+    if finite.size == 0:
+        return ax.get_ylim()
+    low, high = float(finite.min()), float(finite.max())
+    pad = margin * (high - low) if high > low else max(abs(low), 1.0) * margin
+    ax.set_ylim(low - pad, high + pad)
+    return low - pad, high + pad
+
+
+def _draw_density(ax, model, x, sample_weight, name):
     samples = np.ravel(x)
     ax.hist(samples, bins=30, weights=sample_weight, density=True, alpha=0.5, label="data")
     grid = np.linspace(samples.min(), samples.max(), 200)
     loss = model.per_sample_loss(grid.reshape(-1, *np.shape(x)[1:]))
     values = ", ".join(f"{k}={float(v):.4g}" for k, v in list(model.parameter_logs().items())[:4])
     ax.plot(grid, np.exp(-loss), FIT_COLOR, label=f"fit: {values}")
-    ax.set_xlabel(model.x_name)
+    ax.set_xlabel(name)
     ax.set_ylabel("density")
 
 
-def _draw_mean(ax, model, x, y):
+def _draw_mean(ax, model, x, y, x_label, y_label):
     column = np.ravel(x)
     grid = np.linspace(column.min(), column.max(), 100).astype(column.dtype)
     grid_x = grid.reshape(-1, *x.shape[1:])
@@ -138,17 +202,18 @@ def _draw_mean(ax, model, x, y):
             label="fit +- 2 sigma",
         )
     ax.plot(grid, mean, FIT_COLOR, label="fit")
-    ax.set_xlabel("x")
-    ax.set_ylabel("y")
+    follow_data(ax, y, mean)
+    ax.set_xlabel(x_label)
+    ax.set_ylabel(y_label)
 
 
-def _draw_observed_against_predicted(ax, model, x, y):
+def _draw_observed_against_predicted(ax, model, x, y, y_label):
     predicted = np.ravel(model.predict(x, batch_size=min(len(x), 4096), verbose=0))
     ax.plot(predicted, y, DATA_COLOR + ".", markersize=3, label="data")
     low, high = float(min(predicted.min(), y.min())), float(max(predicted.max(), y.max()))
-    ax.plot([low, high], [low, high], FIT_COLOR, label="y = prediction")
-    ax.set_xlabel("predicted y")
-    ax.set_ylabel("observed y")
+    ax.plot([low, high], [low, high], FIT_COLOR, label=f"{y_label} = prediction")
+    ax.set_xlabel(f"predicted {y_label}")
+    ax.set_ylabel(f"observed {y_label}")
 
 
 # -------------------------------------------------------------------- the demo's figures
@@ -267,6 +332,7 @@ def interval_fit(ax, x, y, grid, mean, sigma, level=0.95, max_points=2000):
         label=f"{level:.0%} interval",
     )
     ax.plot(grid, mean, FIT_COLOR, label="fitted mean")
+    follow_data(ax, y, mean)
     ax.set_xlabel("x")
     ax.set_ylabel("y")
     ax.legend(loc="best", fontsize="small")

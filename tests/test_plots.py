@@ -215,3 +215,54 @@ print("backend:", matplotlib.get_backend())
     )
     assert result.returncode == 0, result.stderr[-3000:]
     assert "backend: svg" in result.stdout
+
+
+def test_the_axes_are_labelled_with_the_column_names():
+    x, y = keras_mle.data.noisy_line(n=50, seed=6)
+    named = keras_mle.LinearRegression(feature_names=["income"])
+    checked = _fitted(named, x, y)
+    figure, ax = plots.new_figure()
+    plots.draw_fit(ax, named, *checked, target_name="balance")
+    assert (ax.get_xlabel(), ax.get_ylabel()) == ("income", "balance")
+    figure, ax = plots.new_figure()
+    plots.draw_fit(ax, keras_mle.LinearRegression(), *_fitted(keras_mle.LinearRegression(), x, y))
+    assert (ax.get_xlabel(), ax.get_ylabel()) == ("x", "y")
+
+    x2, y2 = helpers.two_feature_data()
+    several = keras_mle.LinearRegression(feature_names=["income", "age"])
+    figure, ax = plots.new_figure()
+    plots.draw_fit(ax, several, *_fitted(several, x2, y2), target_name="balance")
+    assert (ax.get_xlabel(), ax.get_ylabel()) == ("predicted balance", "observed balance")
+
+    samples = keras_mle.data.gaussian_sample(n=100, seed=6)
+    sample_model = keras_mle.GaussianMLE()
+    (checked, *_) = _fitted(sample_model, samples)
+    figure, ax = plots.new_figure()
+    plots.draw_fit(ax, sample_model, checked, target_name="height")
+    assert (ax.get_xlabel(), ax.get_ylabel()) == ("height", "density")
+
+
+def test_the_y_range_follows_the_data_not_a_band_that_grows_with_x():
+    # Credit-card balances in 0..2,000 whose fitted noise level grows as exp(g x): at the
+    # largest income 2 sigma is about 8,000, four times the data's range.
+    rng = np.random.default_rng(8)
+    income = rng.uniform(10.0, 150.0, 300)
+    balance = np.clip(10.0 * income + rng.normal(0.0, 100.0, 300), 0.0, 2_000.0)
+    model = keras_mle.HeteroscedasticRegression(feature_names=["income"], dtype="float64")
+    x = income[:, None]
+    model(x[:2])
+    sigma_at = {10.0: 20.0, 150.0: 4_000.0}
+    g = np.log(sigma_at[150.0] / sigma_at[10.0]) / 140.0
+    model.set_params(
+        {"m": np.array([10.0]), "b": 0.0, "g": np.array([g]), "c": np.log(20.0) - 10 * g}
+    )
+    figure, ax = plots.new_figure()
+    plots.draw_fit(ax, model, x, balance, target_name="balance")
+    low, high = ax.get_ylim()
+    span = np.ptp(balance)
+    # The data and the mean (10 x income: 100 to 1,500) set it, padded by Y_MARGIN.
+    assert balance.min() - 0.1 * span <= low <= balance.min()
+    assert balance.max() <= high <= balance.max() + 0.1 * span
+    assert len(ax.collections) == 1  # the band is drawn, cut at the range
+    image = plots.render_fit(model, x, balance)
+    assert helpers.red_line_on_blue_points(image) > ON_PATH

@@ -358,3 +358,36 @@ def test_a_real_tensorboard_server_serves_the_scalars_and_the_image(
     assert image.shape == IMAGE_SHAPE
     density = _normal_density(mus[-1], sigmas[-1])
     assert helpers.red_curve_on_histogram(image, samples, density) > ON_PATH
+
+
+@pytest.mark.parametrize("features", [1, 2])
+def test_calibration_band_with_any_number_of_features(tmp_path, features):
+    """One feature: the band against it, named; several: against the fitted mean, so titled."""
+    from keras_mle import calibration
+
+    x, y = helpers.plane(n=80, seed=9, slopes=(1.5, -0.5)[:features], dtype="float64")
+    names = ["income", "age"][:features]
+    model = keras_mle.GaussianRegression(feature_names=names, dtype="float64")
+    model.compile(optimizer=keras.optimizers.SGD(0.01))
+    callback = calibration.CalibrationTensorBoard(tmp_path, (x, y), target_name="spend")
+    model.fit(x, y, epochs=1, batch_size=len(x), verbose=0, callbacks=[callback])
+    steps, images, _ = helpers.read_events(tmp_path / "calibration")[calibration.BAND_TAG]
+    assert list(steps) == [0]
+    out = model.predict_distribution(x)
+    mean, sigma = np.asarray(out["mean"], np.float64), np.asarray(out["sigma"], np.float64)
+    if features == 1:
+        against, x_label, title = x, "income", "epoch 0"
+    else:
+        against, x_label = mean, "fitted mean of spend"
+        title = "epoch 0: 2 features, against the fitted mean"
+    expected = calibration.render_band(
+        against, y, mean, sigma, 0.95, title, x_label=x_label, y_label="spend"
+    )
+    np.testing.assert_array_equal(images[0], expected)
+    figure, ax = keras_mle.plots.new_figure()
+    calibration.draw_band(ax, against, y, mean, sigma, x_label=x_label, y_label="spend")
+    assert (ax.get_xlabel(), ax.get_ylabel()) == (x_label, "spend")
+    line = ax.lines[0]
+    order = np.argsort(np.ravel(against))
+    np.testing.assert_allclose(line.get_xdata(), np.ravel(against)[order], rtol=1e-12)
+    np.testing.assert_allclose(line.get_ydata(), mean[order], rtol=1e-12)
