@@ -259,9 +259,10 @@ class _ArraySource:
             return None
         if model.shuffle_seed is None:
             model.shuffle_seed = data_lib.draw_seed()
-        # Exact through float64: seeds below 2**53 (a larger one is folded into that range).
-        chief = collectives.from_chief(float(model.shuffle_seed % 2**53))
-        model.shuffle_seed = int(chief)
+        # Sent as two 31-bit halves, each exact in the float64 collectives (seeds are < 2**62).
+        high, low = divmod(int(model.shuffle_seed), 2**31)
+        chief = collectives.gather([float(high), float(low)])[0]
+        model.shuffle_seed = int(chief[0]) * 2**31 + int(chief[1])
         return model.shuffle_seed
 
     def epoch(self, seed, epoch):

@@ -214,11 +214,6 @@ def _named_inputs(folder):
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(
-    strict=True,
-    reason="trains on two workers (it crashed on dict inputs before), but its parameters end "
-    "up to 4e-3 from one process's, where linear models agree to 1e-5: cause not found yet",
-)
 def test_a_network_of_named_inputs_on_two_workers_matches_one_process(tmp_path):
     import keras  # (the workers import TensorFlow only after making their strategy)
 
