@@ -1,12 +1,14 @@
-"""The checks of the paths `fit` writes to, and of the backup a `--resume` continues.
+"""The checks of the paths `fit` reads and writes, and of the backup a `--resume` continues.
 
-Standard library only: a path that cannot be written, or a `--resume` of another fit, is refused
-before TensorFlow is imported, before anything is written.
+Standard library only: a `--data` that is not a regular file, a path that cannot be written, or
+a `--resume` of another fit, is refused before TensorFlow is imported, before anything is
+written.
 """
 
 from __future__ import annotations
 
 import os
+import stat
 
 from keras_mle_cli.errors import UsageError
 from keras_mle_cli.records import (
@@ -17,7 +19,58 @@ from keras_mle_cli.records import (
     read_json,
 )
 
-__all__ = ["check_output_file", "check_output_dir", "check_resume", "check_epochs_left"]
+__all__ = [
+    "open_input_file",
+    "check_output_file",
+    "check_output_dir",
+    "check_resume",
+    "check_epochs_left",
+]
+
+#: What a path that is not a regular file is, for messages (`stat.S_IS*` tests, in order).
+_KINDS = (
+    (stat.S_ISDIR, "a folder"),
+    (stat.S_ISFIFO, "a named pipe"),
+    (stat.S_ISCHR, "a character device"),
+    (stat.S_ISBLK, "a block device"),
+    (stat.S_ISSOCK, "a socket"),
+)
+
+
+def open_input_file(path, refused):
+    """Opens the regular file `path` to read its bytes; anything else is refused, unopened.
+
+    A device never ends (`/dev/zero`) and a named pipe with no writer blocks `open` forever, so
+    `path` is checked before it is opened (`os.stat`), then opened without blocking and checked
+    again (in case it was replaced meanwhile).
+
+    Args:
+        path: The file to read.
+        refused: `refused(kind)`: the message for a path that is `kind` (`"a named pipe"`).
+
+    Raises:
+        UsageError: `path` cannot be read, or is not a regular file.
+    """
+    try:
+        kind = _kind(os.stat(path).st_mode)
+        if kind is None:
+            fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
+            kind = _kind(os.fstat(fd).st_mode)
+            if kind is not None:
+                os.close(fd)
+    except OSError as error:
+        raise UsageError(f"cannot read {path}: {error.strerror or error}") from None
+    if kind is not None:
+        raise UsageError(refused(kind))
+    os.set_blocking(fd, True)
+    return os.fdopen(fd, "rb")
+
+
+def _kind(mode):
+    """`None` for a regular file, else what it is, in words."""
+    if stat.S_ISREG(mode):
+        return None
+    return next((name for test, name in _KINDS if test(mode)), "not a regular file")
 
 
 def check_output_file(option, path, suffix) -> None:

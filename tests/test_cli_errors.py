@@ -30,6 +30,10 @@ FILES = {
     "big.csv": "a,b,y\n1,2," + "9" * 140_000 + "\n",
     "latin1.bin": b"a,b,y\n1,2,caf\xe9\n",
     "not_a_folder": "a file",
+    "underscore.csv": "a,b,y\n1,2,3\n2,1_000,5\n",
+    "hex.csv": "a,b,y\n1,2,3\n2,0x10,5\n",
+    "utf16.csv": GOOD.encode("utf-16"),
+    "long.csv": "a," + "b" * (1 << 20),
 }
 FIT = ["fit", "linear", "--x", "a,b", "--y", "y"]
 DONE = "backup_done"
@@ -228,6 +232,52 @@ CASES = {
             "ask for --epochs > 30 to continue"
         ],
     ),
+    "underscore cell": (
+        [*FIT, "--data", "underscore.csv"],
+        2,
+        ["keras-mle fit: error: underscore.csv line 3, column 'b': '1_000' is not a number"],
+    ),
+    "hexadecimal cell": (
+        [*FIT, "--data", "hex.csv"],
+        2,
+        ["keras-mle fit: error: hex.csv line 3, column 'b': '0x10' is not a number"],
+    ),
+    "UTF-16": (
+        [*FIT, "--data", "utf16.csv"],
+        2,
+        ["keras-mle fit: error: utf16.csv is UTF-16 text, not UTF-8: save it as CSV UTF-8"],
+    ),
+    "header with no line end": (
+        [*FIT, "--data", "long.csv"],
+        2,
+        [
+            "keras-mle fit: error: long.csv: no line end in its first 1048576 bytes (a header "
+            "line is at most 1048576 bytes)"
+        ],
+    ),
+    # A device or a named pipe is refused unopened: /dev/zero never ends, and opening a pipe
+    # with no writer blocks for ever. (/dev/null is the device of this test: on a regression
+    # it reads as an empty file instead of filling the memory as /dev/zero would.)
+    "character device": (
+        [*FIT, "--data", "/dev/null"],
+        2,
+        ["keras-mle fit: error: --data /dev/null is a character device, not a regular file"],
+    ),
+    "named pipe": (
+        [*FIT, "--data", "pipe.csv"],
+        2,
+        ["keras-mle fit: error: --data pipe.csv is a named pipe, not a regular file"],
+    ),
+    "folder": (
+        [*FIT, "--data", "folder.keras"],
+        2,
+        ["keras-mle fit: error: --data folder.keras is a folder, not a regular file"],
+    ),
+    "show, named pipe": (
+        ["show", "good.csv", "--data", "pipe.csv", "--x", "a,b", "--y", "y"],
+        2,
+        ["keras-mle show: error: --data pipe.csv is a named pipe, not a regular file"],
+    ),
     "show missing model": (
         ["show", "absent.keras"],
         2,
@@ -245,6 +295,7 @@ def probe(tmp_path_factory):
         with open(cwd / name, mode, **({} if mode == "wb" else {"encoding": "utf-8"})) as file:
             file.write(text)
     (cwd / "folder.keras").mkdir()
+    os.mkfifo(cwd / "pipe.csv")
     record = {"model": "linear", "x": ["a", "b"], "y": "y", "optimizer": "sgd"}
     for folder in (DONE, OTHER):
         (cwd / folder).mkdir()

@@ -16,6 +16,7 @@ dropping rows. Values are not checked here: the training step checks every strea
 
 from __future__ import annotations
 
+import codecs
 import contextlib
 import csv
 import glob
@@ -30,11 +31,28 @@ import tensorflow as tf
 from keras_mle.checkpoint import atomic
 from keras_mle.data import validation
 
-__all__ = ["csv_dataset", "write_shards", "shard_dataset"]
+__all__ = ["csv_dataset", "csv_cell_error", "write_shards", "shard_dataset"]
 
 #: Name of the manifest `write_shards` writes beside its shards.
 MANIFEST_SUFFIX = ".manifest.json"
+#: The longest header line `csv_dataset` reads, in bytes: a file with no line end is refused.
+HEADER_LIMIT = 1 << 20
+#: A number in a CSV cell, blanks stripped: ASCII digits with an optional sign, decimal point and
+#: exponent, or `inf`, `infinity`, `nan` in any case. Not `1_000` (Python's `float` reads it),
+#: `0x10` (C's `strtod` reads it) nor other scripts' digits. The command line's front end reads
+#: a single file by the same pattern (`keras_mle_cli.csv_files.NUMBER`; a test holds them equal).
+NUMBER = r"[+-]?(?:(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)(?:[eE][+-]?[0-9]+)?|(?i:inf|infinity|nan))"
+#: Cells read as a missing value (NaN), in lower case, blanks stripped: the command line's
+#: `keras_mle_cli.csv_files.MISSING_CELLS` (a test holds them equal).
+MISSING_CELLS = ("", "na", "n/a", "nan", "null", "#n/a")
 _MISSING = ("error", "drop")
+_BLANKS = b" \t\r\n\f\v"
+_OTHER_ENCODINGS = (
+    (codecs.BOM_UTF32_LE, "UTF-32"),  # before UTF-16: it begins with UTF-16's mark
+    (codecs.BOM_UTF32_BE, "UTF-32"),
+    (codecs.BOM_UTF16_LE, "UTF-16"),
+    (codecs.BOM_UTF16_BE, "UTF-16"),
+)
 
 
 def _files(pattern, name="pattern") -> list[str]:
@@ -67,8 +85,38 @@ def _columns_wanted(x, y, sample_weight) -> tuple[list[str], list[str]]:
 
 
 def _csv_header(path, sep) -> list[str]:
-    with open(path, newline="", encoding="utf-8-sig") as file:
-        header = next(csv.reader(file, delimiter=sep), None)
+    """The header of a CSV file, read as bytes: at most `HEADER_LIMIT` of them."""
+    with open(path, "rb") as file:
+        start = file.read(HEADER_LIMIT + 1)
+    for bom, encoding in _OTHER_ENCODINGS:
+        if start.startswith(bom):
+            raise ValueError(
+                f"{path}: the file is {encoding} text (its byte order mark); save it as UTF-8."
+            )
+    end = start.find(b"\n")
+    if end < 0 and len(start) > HEADER_LIMIT:
+        raise ValueError(
+            f"{path}: no line end in its first {HEADER_LIMIT} bytes; expected a header line."
+        )
+    line = (start if end < 0 else start[:end]).removesuffix(b"\r")
+    if b"\r" in line:
+        raise ValueError(
+            f"{path}: its lines end in CR alone (classic Mac OS); save it with LF or CRLF "
+            "line ends."
+        )
+    if b"\x00" in line:
+        raise ValueError(
+            f"{path}: the header has NUL bytes (UTF-16 text without a byte order mark?); "
+            "save it as UTF-8."
+        )
+    try:
+        header = next(csv.reader([line.decode("utf-8-sig")], delimiter=sep), None)
+    except UnicodeDecodeError as error:
+        raise ValueError(
+            f"{path}: the header is not UTF-8 text (byte {error.start}); save it as UTF-8."
+        ) from None
+    except csv.Error as error:
+        raise ValueError(f"{path}: cannot read the header: {error}.") from None
     if not header:
         raise ValueError(f"{path}: empty file, expected a header line.")
     header = [h.strip() for h in header]
@@ -79,14 +127,37 @@ def _csv_header(path, sep) -> list[str]:
 
 
 def _count_lines(path) -> int:
-    """Data lines of a CSV file (the header excluded, blank trailing lines ignored)."""
-    count, last = 0, b"\n"
+    """Data lines of a CSV file: the header excluded, and the blank lines at its end."""
+    newlines, last = 0, 0  # `last`: the number of the last line that is not blank
     with open(path, "rb") as file:
         while chunk := file.read(1 << 24):
-            count += chunk.count(b"\n")
-            last = chunk[-1:]
-    lines = count + (last != b"\n")  # a last line without a newline
-    return max(lines - 1, 0)
+            content = chunk.rstrip(_BLANKS)
+            if content:
+                last = newlines + content.count(b"\n") + 1
+            newlines += chunk.count(b"\n")
+    return max(last - 1, 0)
+
+
+def _lines(files, counts, batch_size):
+    """Blocks of `batch_size` data lines of `files`, across files: `(block number, lines)`.
+
+    Each file gives its `counts[i]` lines after its header (so not its trailing blank lines).
+    """
+    sources = tf.data.Dataset.from_tensor_slices((files, tf.constant(counts, tf.int64)))
+    lines = sources.flat_map(lambda path, n: tf.data.TextLineDataset(path).skip(1).take(n))
+    return lines.batch(batch_size).enumerate()
+
+
+def csv_cell_error(error) -> str | None:
+    """`'<file> line <n>, column '<c>': '<cell>' is not a number'` from an error reading a
+    `csv_dataset`, or `None` when `error` is not that one.
+
+    tf.data escapes the quotes of the message it raises (`column \\'c\\'`); this gives it as
+    written, for a one-line report.
+    """
+    message = getattr(error, "message", None) or str(error)
+    found = re.search(r"assertion failed: \[(.*? is not a number)\]", message)
+    return found.group(1).replace("\\'", "'") if found else None
 
 
 def _batches(columns, n_x, has_y, has_w):
@@ -97,6 +168,46 @@ def _batches(columns, n_x, has_y, has_w):
     if has_w:
         parts.append(columns[n_x + has_y])
     return tuple(parts) if len(parts) > 1 else parts[0]
+
+
+def _cell_parser(files, counts, batch_size, wanted, select, back, sep, dtype):
+    """`parse(number, lines)`: the `wanted` columns of block `number` of lines, as `dtype`.
+
+    A cell is read as a number only if it matches `NUMBER` once its blanks are stripped; one of
+    `MISSING_CELLS` (any case) is NaN, a missing value. Any other cell stops reading with an
+    error naming the file, the line and the column (`csv_cell_error` gives it as written).
+    """
+    paths, names = tf.constant(files), tf.constant(wanted)
+    ends = tf.constant(np.cumsum(counts), tf.int64)  # the rows before each file's end
+    defaults = [tf.constant([""])] * len(wanted)
+    cast = dtype not in (tf.float32, tf.float64)  # what to_number parses; others through float64
+
+    def located(number, row):
+        """`<file> line <n>` of row `row` of block `number` (the header is line 1)."""
+        index = number * batch_size + row  # among all the files' data lines
+        file = tf.searchsorted(ends, [index], side="right")[0]
+        line = index - tf.concat([[0], ends], 0)[file] + 2
+        return [tf.gather(paths, file), " line ", tf.strings.as_string(line)]
+
+    def parse(number, block):
+        columns = tf.io.decode_csv(block, defaults, field_delim=sep, select_cols=select)
+        cells = tf.strings.strip(tf.stack([columns[i] for i in back], axis=1))
+        lower = tf.strings.lower(cells)
+        empty = tf.reduce_any(tf.equal(lower[..., None], MISSING_CELLS), axis=-1)
+        bad = tf.logical_not(empty | tf.strings.regex_full_match(cells, NUMBER))
+        first = tf.argmax(tf.reshape(tf.cast(bad, tf.int32), [-1]))
+        row, column = first // len(wanted), first % len(wanted)
+        cell = tf.strings.substr(cells[row, column], 0, 60)
+        message = [*located(number, row), ", column '", names[column], "': '", cell]
+        message.append("' is not a number")
+        check = tf.debugging.Assert(tf.logical_not(tf.reduce_any(bad)), [tf.strings.join(message)])
+        with tf.control_dependencies([check]):  # else to_number may fail first, less clearly
+            values = tf.strings.to_number(
+                tf.where(empty, "nan", cells), "float64" if cast else dtype
+            )
+        return tf.unstack(tf.cast(values, dtype), num=len(wanted), axis=1)
+
+    return parse
 
 
 def _finish(dataset, batch_size, rows):
@@ -124,8 +235,9 @@ def csv_dataset(
     batches in parallel (in order): faster than `tf.data.experimental.CsvDataset`, which parses
     one row at a time (`benchmarks/bench_files.py`).
 
-    Every file must have a header line, the same in all files (a UTF-8 byte order mark is
-    accepted). Files are read in sorted order; rows in file order.
+    Every file must have a header line, the same in all files (UTF-8; a byte order mark is
+    accepted; LF or CRLF line ends), of at most `HEADER_LIMIT` bytes. Files are read in sorted
+    order; rows in file order; blank lines at the end of a file are ignored.
 
     Args:
         pattern: A glob (`"data/part-*.csv"`) or a list of paths.
@@ -134,9 +246,10 @@ def csv_dataset(
         sample_weight: Name of a weight column. Defaults to `None`.
         batch_size: Rows per batch (batches run across file boundaries).
         sep: The field separator. Defaults to `","`.
-        missing: `"error"` (an empty field stops reading with an error naming the column; the
-            default) or `"drop"` (rows with an empty field in a used column are skipped; the
-            rows are then counted by a first pass over the files).
+        missing: What to do with a missing value (a cell of `MISSING_CELLS`: empty, `NA`,
+            `N/A`, `NaN`, `null`, `#N/A`, in any case): `"error"` (stop reading with an error
+            naming the column; the default) or `"drop"` (skip the rows with one in a used
+            column; the rows are then counted by a first pass over the files).
         dtype: Float dtype of the values. Defaults to `"float32"`.
 
     Returns:
@@ -149,11 +262,11 @@ def csv_dataset(
     The cells themselves are parsed while the dataset is read (by `fit`, `evaluate` or an
     iteration), and their errors come from tf.data then, as a
     `tf.errors.InvalidArgumentError` that stops reading before the batch holding the row is
-    used: a cell that is not a number (`oops`) gives `Field <i> in record <r> is not a valid
-    float: oops` (`<i>` counts the selected columns from 0, in file order, `<r>` the rows of the
-    batch from 0; the file and the line are not named: `keras-mle fit` reads one CSV file
-    with line-level messages), and an empty or NaN cell with `missing="error"` gives
-    `column '<name>' has a missing or NaN value in <pattern>`.
+    used. A cell is a number if it matches `NUMBER` (its blanks stripped), the rule of the
+    command line's single-file reader too: `1_000`, `0x10` or `١٢` are not. Any other cell gives
+    `<file> line <n>, column '<name>': '<cell>' is not a number` (quotes escaped by tf.data;
+    `csv_cell_error(error)` gives the message as written), and an empty or NaN cell with
+    `missing="error"` gives `column '<name>' has a missing or NaN value in <pattern>`.
     """
     validation.check_positive_int("batch_size", batch_size)
     if missing not in _MISSING:
@@ -174,30 +287,19 @@ def csv_dataset(
         raise ValueError(f"column(s) {absent} not found in {files[0]} (columns: {header}).")
     order = sorted(range(len(wanted)), key=lambda i: header.index(wanted[i]))
     select = [header.index(wanted[i]) for i in order]
-    # CsvDataset gives the selected columns in file order; `back` puts them in `wanted` order.
+    # decode_csv gives the selected columns in file order; `back` puts them in `wanted` order.
     back = [order.index(i) for i in range(len(wanted))]
-    nan = float("nan")
-    defaults = [tf.constant([nan], dtype)] * len(wanted)
-
-    def in_order(*columns):
-        return [columns[i] for i in back]
-
+    counts = [_count_lines(path) for path in files]
+    parse = _cell_parser(files, counts, batch_size, wanted, select, back, sep, dtype)
     # The files' lines in order (each header skipped), batched straight away; each batch of
     # lines is then parsed at once by `decode_csv`, several batches in parallel and in order.
     # Parsing is what sets the pace: `CsvDataset` parses one row at a time on one thread.
-    lines = tf.data.Dataset.from_tensor_slices(files).flat_map(
-        lambda path: tf.data.TextLineDataset(path).skip(1)
-    )
-
-    def parse(block):
-        return tf.io.decode_csv(block, defaults, field_delim=sep, select_cols=select)
-
-    blocks = lines.batch(batch_size)
+    blocks = _lines(files, counts, batch_size)
     n_x, has_y, has_w = len(features), y is not None, sample_weight is not None
     if missing == "drop":
 
-        def complete(block):
-            columns = in_order(*parse(block))
+        def complete(number, block):
+            columns = parse(number, block)
             keep = tf.reduce_all([tf.logical_not(tf.math.is_nan(c)) for c in columns], axis=0)
             return tuple(tf.boolean_mask(c, keep) for c in columns)
 
@@ -208,8 +310,8 @@ def csv_dataset(
     else:
         names = tf.constant(wanted)
 
-        def checked(block):
-            columns = in_order(*parse(block))
+        def checked(number, block):
+            columns = parse(number, block)
             missing_in = tf.reduce_any(tf.math.is_nan(tf.stack(columns, axis=1)), axis=0)
             tf.debugging.Assert(
                 tf.logical_not(tf.reduce_any(missing_in)),
@@ -223,7 +325,7 @@ def csv_dataset(
             return _batches(columns, n_x, has_y, has_w)
 
         dataset = blocks.map(checked, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
-        count = sum(_count_lines(path) for path in files)
+        count = sum(counts)
     if count == 0:
         raise ValueError(f"{pattern!s}: no data rows.")
     return _finish(dataset, batch_size, count)
