@@ -519,8 +519,8 @@ class PoissonModel(keras_mle.MaximumLikelihoodModel):
         self.add_parameter("m", shape=(1,))
         self.add_parameter("b")
 
-    def call(self, x):
-        return tf.exp(x * self.params_tensors()["m"][0] + self.params_tensors()["b"])
+    def mean(self, params, x):
+        return tf.exp(tf.cast(x, params["m"].dtype) * params["m"][0] + params["b"])
 
     def sample_loss(self, params, x, y):
         log_rate = tf.cast(x, params["m"].dtype) * params["m"][0] + params["b"]

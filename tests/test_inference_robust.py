@@ -46,8 +46,8 @@ class Logistic(keras_mle.MaximumLikelihoodModel):
             return x * params["m"][0] + params["b"]
         return tf.linalg.matvec(x, params["m"]) + params["b"]
 
-    def call(self, x):
-        return tf.sigmoid(self.linear_predictor(self.user_params_tensors(self.data_dtype), x))
+    def mean(self, params, x):
+        return tf.sigmoid(self.linear_predictor(params, x))
 
     def sample_loss(self, params, x, y):
         eta = self.linear_predictor(params, x)

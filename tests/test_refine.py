@@ -25,8 +25,7 @@ class Logistic(keras_mle.MaximumLikelihoodModel):
         self.add_parameter("m", shape=(1,))
         self.add_parameter("b")
 
-    def call(self, x):
-        params = self.user_params_tensors(self.data_dtype)
+    def mean(self, params, x):
         return tf.sigmoid(tf.cast(x, params["m"].dtype) * params["m"][0] + params["b"])
 
     def sample_loss(self, params, x, y):

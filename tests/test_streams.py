@@ -392,8 +392,7 @@ class LogisticRegression(keras_mle.MaximumLikelihoodModel):
         self.add_parameter("w", shape=(1,))
         self.add_parameter("b")
 
-    def call(self, x):
-        params = self.user_params_tensors(self.data_dtype)
+    def mean(self, params, x):
         return tf.sigmoid(tf.cast(x, params["b"].dtype) * params["w"][0] + params["b"])
 
     def sample_loss(self, params, x, y):
