@@ -122,3 +122,10 @@ def test_csv_dataset_refuses_a_file_it_cannot_read_naming_it(tmp_path, content, 
     path.write_bytes(content)
     with pytest.raises(ValueError, match=f"^{tmp_path / 'bad.csv'}: {match}"):
         data.csv_dataset(str(path), x=["a"], y="b", batch_size=2)
+
+
+def test_a_single_file_with_cr_line_ends_is_read(tmp_path):
+    """The single-file reader (Python's csv) reads CR line ends; a glob refuses them, by name."""
+    path = tmp_path / "mac.csv"
+    path.write_bytes(b"a,b\r1,2\r3,4.5\r")
+    assert csv_files.read_columns(str(path), ["a", "b"]) == ({"a": [1.0, 3.0], "b": [2.0, 4.5]}, [])
