@@ -94,11 +94,6 @@ def test_unaligned_sample_weight_series_is_refused_by_ols(frame):
         closed_form.ols(frame[["x"]], frame["y"], sample_weight=weights)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="MaximumLikelihoodModel.check_data (models/base.py) does not yet pass "
-    "aligned_with=(x_name, x) to data_lib.check_sample_weight",
-)
 def test_unaligned_sample_weight_series_is_refused_by_fit(frame):
     weights = pd.Series(np.linspace(1.0, 2.0, N))
     with pytest.raises(ValueError, match=r"^x and sample_weight are pandas objects"):

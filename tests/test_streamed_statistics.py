@@ -301,3 +301,14 @@ def test_likelihood_ratio_test_refuses_a_dataset_read_two_ways():
     dataset = tf.data.Dataset.from_tensor_slices((x, y)).batch(10)
     with pytest.raises(ValueError, match="^x: a dataset serves both models"):
         keras_mle.likelihood_ratio_test(regression, sample, dataset)
+
+
+def test_a_stream_of_constant_batches_is_not_a_constant_sample():
+    # Sorted data: each batch of 4 is constant, the whole sample is not (its MLE exists).
+    samples = np.repeat([1.0, 2.0, 4.0], 4)
+    model = keras_mle.GaussianMLE(dtype="float64")
+    model.adapt(tf.data.Dataset.from_tensor_slices(samples).batch(4))
+    model.set_params({"mu": samples.mean(), "sigma": samples.std()})
+    streamed = keras_mle.inference(model, tf.data.Dataset.from_tensor_slices(samples).batch(4))
+    in_memory = keras_mle.inference(model, samples)
+    np.testing.assert_allclose(streamed.bse["mu"], in_memory.bse["mu"], rtol=1e-12)

@@ -414,22 +414,27 @@ class MaximumLikelihoodModel(ParameterRegistry, AdaptMixin, DerivativesMixin, Tr
             )
 
     # ---------------------------------------------------------------- fit, evaluate, predict
-    def check_data(self, x, y=None, sample_weight=None, *, dtype=None):
+    def check_data(self, x, y=None, sample_weight=None, *, dtype=None, whole=True):
         """Validates in-memory data before any work; returns `(x, y, sample_weight)` as arrays.
 
         Raises `ValueError` (`TypeError` for non-numeric data) naming the argument. The arrays
         are returned in `dtype` (default: the model's `data_dtype`); a cast that would lose
         information gives a `keras_mle.PrecisionWarning`. A DataFrame `x` is checked against
         `feature_names` (`check_feature_names`), and gives the model its names if it has none.
+        With `whole` (the default) the arrays are all the data, and `check_whole_data` checks
+        what only the whole can show (a constant sample, say); `False` for one batch of more.
         """
         dtype = self.data_dtype if dtype is None else dtype
         if not self.takes_targets and y is not None:
             raise ValueError(f"y must be None: {type(self).__name__} fits a sample, not targets.")
         columns = self.check_feature_names(x)
+        given = x
         x, y = data_lib.check_xy(x, y, x_name=self.x_name, x_ndim=self.input_ndim)
         if self.takes_targets and y is None:
             raise ValueError(f"y is required: {type(self).__name__} fits targets y given x.")
-        sample_weight = data_lib.check_sample_weight(sample_weight, data_lib.num_rows(x))
+        sample_weight = data_lib.check_sample_weight(
+            sample_weight, data_lib.num_rows(x), aligned_with=(self.x_name, given)
+        )
         self.check_input_shape(data_lib.inputs_shape(x))
         self._check_feature_count(data_lib.inputs_shape(x))
         if columns is not None and self._feature_names is None:
@@ -438,7 +443,16 @@ class MaximumLikelihoodModel(ParameterRegistry, AdaptMixin, DerivativesMixin, Tr
         y = None if y is None else data_lib.cast_for_model("y", y, dtype)
         if sample_weight is not None:
             sample_weight = sample_weight.astype(dtype)
+        if whole:
+            self.check_whole_data(x, y, sample_weight)
         return x, y, sample_weight
+
+    def check_whole_data(self, x, y, sample_weight) -> None:
+        """Checks what only all the data can show (`check_data`'s arrays); nothing by default.
+
+        A model whose MLE does not exist for some data (a constant sample or constant targets
+        for a noise scale) refuses them here, with a `ValueError` naming the argument.
+        """
 
     def check_input_shape(self, shape) -> None:
         """Raises a `ValueError` naming `x` if batches of this shape do not fit the model.

@@ -33,6 +33,7 @@ class DerivativesMixin:
         names=None,
         hessian: bool = True,
         compiled=None,
+        whole: bool = True,
     ) -> LikelihoodDerivatives:
         """The total loss on `(x, y, sample_weight)` and its derivatives, in float64.
 
@@ -49,11 +50,13 @@ class DerivativesMixin:
             compiled: A dict in which to keep the derivatives' computation as a `tf.function`
                 (traced once, then reused: what `accumulate_derivatives` passes for its
                 batches), or `None` to run it eagerly (the default: one call, no tracing).
+            whole: The data are all the data (`check_data`'s `whole`). `False` for one batch
+                of more (`accumulate_derivatives`). Defaults to `True`.
 
         Raises:
             ValueError: if the parameters are not finite, or `sample_loss` cannot run in float64.
         """
-        x64, y64, w = self.check_data(x, y, sample_weight, dtype=np.float64)
+        x64, y64, w = self.check_data(x, y, sample_weight, dtype=np.float64, whole=whole)
         w = np.ones(len(x64)) if w is None else w
         working = self._working_values(params)
         names = self.parameter_names if names is None else list(names)
@@ -188,7 +191,7 @@ class DerivativesMixin:
             if not np.any(w > 0):
                 continue
             batch = self.likelihood_derivatives(
-                x, y, w, params=params, names=names, hessian=hessian, compiled=compiled
+                x, y, w, params=params, names=names, hessian=hessian, compiled=compiled, whole=False
             )
             if first is None:
                 first, gradient = batch, np.zeros_like(batch.gradient)
@@ -254,7 +257,9 @@ class DerivativesMixin:
                 continue
             all_zero = w is not None and w.size > 0 and np.all(w == 0)
             try:
-                x, y, w = self.check_data(x, y, None if all_zero else w, dtype=np.float64)
+                x, y, w = self.check_data(
+                    x, y, None if all_zero else w, dtype=np.float64, whole=False
+                )
             except (TypeError, ValueError) as error:
                 raise type(error)(f"{self.x_name} (a dataset), batch {index}: {error}") from None
             yield x, y, (np.zeros(len(x)) if all_zero else np.ones(len(x)) if w is None else w)

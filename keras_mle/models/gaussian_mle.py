@@ -76,11 +76,12 @@ class GaussianMLE(MaximumLikelihoodModel):
         if len(shape) not in (1, 2) or (len(shape) == 2 and shape[1] not in (1, None)):
             raise ValueError(f"samples must be 1-D, got shape {shape}.")
 
-    def check_data(self, x, y=None, sample_weight=None, *, dtype=None):
-        x, y, sample_weight = super().check_data(x, y, sample_weight, dtype=dtype)
-        x = x.reshape(-1)
-        data_lib.check_not_constant("samples", x)
-        return x, y, sample_weight
+    def check_data(self, x, y=None, sample_weight=None, *, dtype=None, whole=True):
+        x, y, sample_weight = super().check_data(x, y, sample_weight, dtype=dtype, whole=whole)
+        return x.reshape(-1), y, sample_weight
+
+    def check_whole_data(self, x, y, sample_weight):
+        data_lib.check_not_constant("samples", x.reshape(-1))
 
     def closed_form(self, x, y=None, sample_weight=None):
         """The sample mean and divisor-`n` standard deviation (`keras_mle.closed_form`).

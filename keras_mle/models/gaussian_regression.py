@@ -19,24 +19,22 @@ class NoiseScaleMixin:
     With every target equal, `y = b` fits every row exactly, and the likelihood grows without
     bound as the scale goes to 0 (for a Gaussian, a t or a log-linear scale alike): no MLE
     exists. Least squares (`LinearRegression`) has no scale and keeps such targets. Rows of
-    zero weight are left out; one row alone is left to the other checks, since a batch of a
-    stream (checked as a whole by `check_data`) may hold one row.
+    zero weight are left out. Checked on the whole data (`check_whole_data`), not on each
+    batch of a stream, whose batches may each be constant when the data are sorted.
 
     Put it before the `LinearRegression` subclass in the bases.
     """
 
-    def check_data(self, x, y=None, sample_weight=None, *, dtype=None):
-        x, y, sample_weight = super().check_data(x, y, sample_weight, dtype=dtype)
+    def check_whole_data(self, x, y, sample_weight):
+        super().check_whole_data(x, y, sample_weight)
         if y is not None:
             rows = y if sample_weight is None else y[sample_weight > 0]
-            if len(rows) > 1:
-                data_lib.check_not_constant(
-                    "y",
-                    rows,
-                    hint=f" ({type(self).__name__} fits a noise scale; LinearRegression, "
-                    "least squares, fits constant targets.)",
-                )
-        return x, y, sample_weight
+            data_lib.check_not_constant(
+                "y",
+                rows,
+                hint=f" ({type(self).__name__} fits a noise scale; LinearRegression, "
+                "least squares, fits constant targets.)",
+            )
 
 
 @keras.saving.register_keras_serializable(package="keras_mle")
