@@ -129,6 +129,7 @@ class ParameterTensorBoard(keras.callbacks.Callback):
         image_every: Epochs between two images; `0` for none. Defaults to `50`.
         histograms: Write histograms of vector parameters. Defaults to `True`.
         run: Sub-folder of `log_dir` (the TensorBoard run). Defaults to `"train"`.
+        target_name: The name of `y`, for the fit image's axis. Defaults to `None` ("y").
 
     Example:
 
@@ -148,6 +149,7 @@ class ParameterTensorBoard(keras.callbacks.Callback):
         image_every: int = 50,
         histograms: bool = True,
         run: str = "train",
+        target_name: str | None = None,
     ):
         super().__init__()
         if isinstance(image_every, bool) or not isinstance(image_every, int) or image_every < 0:
@@ -167,6 +169,7 @@ class ParameterTensorBoard(keras.callbacks.Callback):
         self.image_every = image_every
         self.histograms = histograms
         self.run = run
+        self.target_name = target_name
         self._writer = None
         self._checked = None
         self._statistics = None
@@ -237,7 +240,9 @@ class ParameterTensorBoard(keras.callbacks.Callback):
         # matplotlib is loaded only once an image is drawn.
         from keras_mle import plots
 
-        image = plots.render_fit(self.model, *self._checked, title=f"epoch {epoch}")
+        image = plots.render_fit(
+            self.model, *self._checked, title=f"epoch {epoch}", target_name=self.target_name
+        )
         tf.summary.image(IMAGE_TAG, image[None], max_outputs=1)
         self._last_image_epoch = epoch
 

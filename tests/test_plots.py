@@ -11,6 +11,7 @@ import sys
 import types
 
 import helpers
+import keras
 import numpy as np
 import pytest
 from matplotlib import image as mpimg
@@ -266,3 +267,22 @@ def test_the_y_range_follows_the_data_not_a_band_that_grows_with_x():
     assert len(ax.collections) == 1  # the band is drawn, cut at the range
     image = plots.render_fit(model, x, balance)
     assert helpers.red_line_on_blue_points(image) > ON_PATH
+
+
+def test_the_tensorboard_fit_image_names_the_target(tmp_path, monkeypatch):
+    from keras_mle import callbacks, plots
+
+    seen = {}
+    draw = plots.render_fit
+
+    def recording(*args, **kwargs):
+        seen.update(kwargs)
+        return draw(*args, **kwargs)
+
+    monkeypatch.setattr(plots, "render_fit", recording)
+    x, y = keras_mle.data.noisy_line(n=50, seed=0)
+    model = keras_mle.LinearRegression(feature_names=["income"])
+    model.compile(optimizer=keras.optimizers.SGD(0.1))
+    board = callbacks.ParameterTensorBoard(tmp_path, (x, y), image_every=1, target_name="balance")
+    model.fit(x, y, epochs=1, batch_size=50, verbose=0, callbacks=[board])
+    assert seen["target_name"] == "balance"

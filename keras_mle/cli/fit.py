@@ -65,7 +65,9 @@ def run_fit(args, columns) -> int:
     if args.logdir:
         image_every = max(10, min(args.epochs, 1000) // 10)
         callbacks.append(
-            callbacks_lib.ParameterTensorBoard(args.logdir, data, image_every=image_every)
+            callbacks_lib.ParameterTensorBoard(
+                args.logdir, data, image_every=image_every, target_name=columns.y
+            )
         )
     callbacks += backup_callbacks(args, record)
     with warnings.catch_warnings(record=True) as caught:
