@@ -24,6 +24,20 @@ __all__ = ["main"]
 
 def main(argv=None) -> int:
     """Runs `keras-mle` with `argv` (default: `sys.argv[1:]`); returns the exit code."""
+    try:
+        code = _run(argv)
+        sys.stdout.flush()  # here, so that a reader gone is met in the `except` below
+    except BrokenPipeError:
+        # The reader has gone (`keras-mle show m.keras | head`): stop quietly, as `cat` does;
+        # the rest goes to devnull so that Python's own flush at exit does not fail again.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+        return 141  # 128 + SIGPIPE
+    return code
+
+
+def _run(argv) -> int:
     _quiet_tensorflow_environment()
     parser = build_parser()
     try:

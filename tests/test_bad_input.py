@@ -1505,7 +1505,9 @@ def test_wald_test_refuses_text(ols_fit, call, match):
     "text, match",
     [
         pytest.param(
-            "a,y\n1,2\noops,3\n", r"Field 0 in record 1 is not a valid float: oops", id="text"
+            "a,y\n1,2\noops,3\n",
+            r"bad.csv line 3, column \\'a\\': \\'oops\\' is not a number",
+            id="text",
         ),
         pytest.param(
             "a,y\n1,2\nnan,3\n",
@@ -1514,7 +1516,7 @@ def test_wald_test_refuses_text(ols_fit, call, match):
         ),
     ],
 )
-def test_a_bad_csv_cell_stops_reading_with_tf_datas_error(tmp_path, text, match):
+def test_a_bad_csv_cell_stops_reading_naming_file_line_and_column(tmp_path, text, match):
     (tmp_path / "bad.csv").write_text(text)
     dataset = data.csv_dataset(str(tmp_path / "bad.csv"), x=["a"], y="y", batch_size=2)
     with pytest.raises(tf.errors.InvalidArgumentError, match=match):

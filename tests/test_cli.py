@@ -430,3 +430,10 @@ def test_show_labels_come_from_the_model(tmp_path, capsys, data):
     assert printed_parameters(shown) == pytest.approx(
         {"m_0": 1.5, "m_1": -2.0, "b": 0.25}, rel=1e-7
     )
+
+
+def test_show_of_a_network_says_there_is_no_table(capsys):
+    path = os.path.join(os.path.dirname(__file__), "data", "gaussian_network.keras")
+    code, out, err = run(capsys, "show", path)
+    assert (code, out) == (2, "")
+    assert "whose weights are a network's, not named parameters" in err

@@ -8,8 +8,6 @@ import os
 import subprocess
 import sys
 
-import pytest
-
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 #: Runs `keras_mle_cli.main(argv)` with stdout a pipe whose reading end is closed.
 _NO_READER = """
@@ -22,11 +20,6 @@ sys.exit(keras_mle_cli.main(sys.argv[1:]))
 """
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="keras_mle_cli/entry.py's main is to catch BrokenPipeError (the change is in the "
-    "files owner's report); until then Python prints a BrokenPipeError",
-)
 def test_a_reader_gone_ends_show_quietly(tmp_path):
     # (`--help` needs no test: argparse itself ignores an OSError while it prints.)
     argv = ["show", os.path.join(ROOT, "tests", "data", "linear_regression.keras")]

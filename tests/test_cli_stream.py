@@ -137,7 +137,7 @@ def test_missing_cell_in_a_shard_is_an_error_and_nothing_is_written(shards, caps
     )  # fmt: skip
     assert (code, out) == (2, "")
     assert err.splitlines() == [
-        f"keras-mle fit: error: --data '{GLOB}': a row has a missing value (an empty or NaN "
+        f"keras-mle fit: error: --data '{GLOB}': a row has a missing value (an empty, NA or NaN "
         "cell) in column 'b' (--missing drop skips such rows)"
     ]
     assert not outputs.exists() and not Path("m.keras").exists()
@@ -183,7 +183,7 @@ BAD_CELLS = {
     "NA cell": (
         "4,NA,2,3",
         [],
-        "a row has a missing value (an empty or NaN cell) in column 'b' (--missing drop skips "
+        "a row has a missing value (an empty, NA or NaN cell) in column 'b' (--missing drop skips "
         "such rows)",
     ),
     "inf cell": ("4,inf,2,3", [], "x (a dataset), batch 0: x contains 1 NaN or Inf value(s)."),
@@ -224,12 +224,6 @@ def test_a_cell_that_is_not_a_number_names_its_file_line_and_column(shards, caps
     assert not Path("m.keras").exists() and not Path("backup").exists()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="keras_mle/cli/stream.py's _stream_error is to report "
-    "keras_mle.data.files.csv_cell_error(error) as it is; until then the line reads 'cannot "
-    "read a row: assertion failed: [...]' with escaped quotes",
-)
 def test_a_cell_that_is_not_a_number_is_the_single_files_exact_line(shards, capsys):
     code, _, err = run_with_a_bad_line(capsys, shards, "4,1_000,2,3")
     assert code == 2

@@ -54,6 +54,12 @@ def _load(path):
         raise UsageError(f"cannot load {path}: {error}") from None
     if not isinstance(model, keras_mle.MaximumLikelihoodModel):
         raise UsageError(f"{path} holds a {type(model).__name__}, not a keras_mle model")
+    if not model.params:
+        # (A network's weights are not named parameters: there is no table to show.)
+        raise UsageError(
+            f"{path} holds a {type(model).__name__}, whose weights are a network's, not named "
+            "parameters: keras-mle show summarises the models keras-mle fit makes"
+        )
     return model
 
 

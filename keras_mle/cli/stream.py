@@ -40,6 +40,7 @@ from keras_mle.cli.training import (
     save,
     warning_lines,
 )
+from keras_mle.data.files import csv_cell_error
 from keras_mle.epochs import run_epochs
 from keras_mle_cli.errors import FitError, UsageError
 from keras_mle_cli.options import STREAM_BATCH_SIZE
@@ -150,6 +151,9 @@ def _stream_error(stream, error) -> str:
 
     tf.data's CSV reader names neither the file nor the line: the message says how to find it.
     """
+    cell = csv_cell_error(error)
+    if cell is not None:
+        return f"--data {stream.pattern!r}: {cell}"
     message = getattr(error, "message", None) or str(error)
     message = re.sub(r"\{\{function_node [^}]*\}\}\s*", "", message)
     message = re.sub(r"Error in user-defined function passed to .*? iterator: \S+: ", "", message)
@@ -158,7 +162,7 @@ def _stream_error(stream, error) -> str:
     if found:
         names = ", ".join(repr(name) for name in found.group(1).split())
         return (
-            f"--data {stream.pattern!r}: a row has a missing value (an empty or NaN cell) in "
+            f"--data {stream.pattern!r}: a row has a missing value (an empty, NA or NaN cell) in "
             f"column {names} (--missing drop skips such rows)"
         )
     hint = ""

@@ -13,7 +13,16 @@ defined in one of the modules below (each importing only those above it):
 - `files`: data from files (`csv_dataset`, `write_shards`, `shard_dataset`).
 """
 
-from keras_mle.data.files import MANIFEST_SUFFIX, csv_dataset, shard_dataset, write_shards
+from keras_mle.data.files import (
+    HEADER_LIMIT,
+    MANIFEST_SUFFIX,
+    MISSING_CELLS,
+    NUMBER,
+    csv_cell_error,
+    csv_dataset,
+    shard_dataset,
+    write_shards,
+)
 from keras_mle.data.order import (
     SHUFFLE_CHOICES,
     batch_permutation,
@@ -90,7 +99,11 @@ __all__ = [
     "EpochArrays",
     "held_tensor",
     # files
+    "HEADER_LIMIT",
     "MANIFEST_SUFFIX",
+    "MISSING_CELLS",
+    "NUMBER",
+    "csv_cell_error",
     "csv_dataset",
     "write_shards",
     "shard_dataset",
