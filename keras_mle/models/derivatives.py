@@ -142,7 +142,7 @@ class DerivativesMixin:
 
     def per_sample_loss(self, x, y=None, *, params=None) -> np.ndarray:
         """`l_i`: each sample's loss (NLL, or squared error) in the user's units, in float64."""
-        x64, y64, _ = self.check_data(x, y, dtype=np.float64)
+        x64, y64, _ = self.check_data(x, y, dtype=np.float64, whole=False)
         x_t, y_t = self.working_data(x64, y64, dtype=tf.float64)
         losses = self._float64_sample_loss(self._working_values(params), x_t, y_t)
         return self.user_losses(losses).numpy()

@@ -382,7 +382,8 @@ class Trainer(keras.Model):
         if not from_fit:
             arguments.check_callbacks(callbacks)
         if arguments.is_in_memory(x):
-            x, y, sample_weight = self.check_data(x, y, sample_weight)
+            # (Held-out data may be anything the model can score: no whole-data checks.)
+            x, y, sample_weight = self.check_data(x, y, sample_weight, whole=False)
             self.prepare_training(
                 data_lib.inputs_shape(x),
                 data_lib.take_rows(x, slice(0, 1)),
@@ -511,7 +512,7 @@ class Trainer(keras.Model):
                 "(samples, sample_weight) or (samples, None, sample_weight)."
             )
         try:
-            checked = self.check_data(x, y, w)
+            checked = self.check_data(x, y, w, whole=False)
         except (TypeError, ValueError) as error:
             raise type(error)(f"validation_data: {error}") from None
         return data_lib.array_dataset(self.components(*checked), batch_size=batch_size)
