@@ -136,3 +136,23 @@ def test_large_in_memory_epochs_are_compiled_with_xla_unless_told_not_to():
     # The same two steps: XLA and the plain graph differ by float32 rounding only.
     np.testing.assert_allclose(auto.params["m"], off.params["m"], rtol=1e-5)
     np.testing.assert_allclose(auto.params["b"], off.params["b"], rtol=1e-5)
+
+
+def test_a_second_large_fit_reuses_the_xla_epoch_and_the_model_keeps_its_setting():
+    x, y = data.noisy_line(n=100_000, seed=0)
+
+    class SeesTheFunction(keras.callbacks.Callback):
+        def on_train_begin(self, logs=None):
+            seen.append((self.model.train_function, self.model.jit_compile))
+
+    seen = []
+    model = keras_mle.LinearRegression(m_initializer="zeros")
+    model.compile(optimizer=keras.optimizers.SGD(0.3))
+    for _ in range(2):
+        model.fit(x, y, batch_size=50_000, epochs=1, shuffle=False, verbose=0,
+                  callbacks=[SeesTheFunction()])  # fmt: skip
+        assert model.jit_compile is False
+    (first, xla_first), (second, xla_second) = seen
+    assert xla_first and xla_second and first is second  # traced and compiled once
+    model.fit(x[:10], y[:10], epochs=1, verbose=0)  # a small fit: the plain function
+    assert model.jit_compile is False

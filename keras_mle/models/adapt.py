@@ -117,7 +117,7 @@ class AdaptMixin:
             if parameter.is_fixed:
                 self._sync_fixed(parameter)
         # Compiled steps hold the old statistics as constants.
-        self.train_function = self.test_function = self.predict_function = None
+        self.reset_compiled_functions()
         return self
 
     def _adapt_dataset(self, dataset, y):

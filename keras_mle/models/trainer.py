@@ -42,6 +42,10 @@ class Trainer(keras.Model):
         #: Whether `compile` was given `jit_compile="auto"` (set by `compile`), under which `fit`
         #: compiles large in-memory epochs with XLA.
         self._auto_jit = False
+        # The train functions of the two compilations `fit` chooses between (see `XLA_ROWS`),
+        # kept so that a fit after another traces and compiles nothing again; `{}` after
+        # `compile` or `adapt` (`reset_compiled_functions`).
+        self._train_functions = {}
 
     def compile(
         self,
@@ -69,6 +73,7 @@ class Trainer(keras.Model):
                 )
         # "auto" lets `fit` compile large in-memory epochs with XLA (see `XLA_ROWS`).
         self._auto_jit = jit_compile == "auto"
+        self._train_functions = {}
         super().compile(
             optimizer=optimizer,
             metrics=metrics,
@@ -85,6 +90,11 @@ class Trainer(keras.Model):
         self.compile(**keras.saving.deserialize_keras_object(config))
         if self.built:
             self.optimizer.build(self.trainable_variables)
+
+    def reset_compiled_functions(self) -> None:
+        """Drops the traced train, test and predict functions (their constants are stale)."""
+        self.train_function = self.test_function = self.predict_function = None
+        self._train_functions = {}
 
     def train_step(self, data):
         if isinstance(data, data_lib.EpochBatches):
@@ -291,8 +301,10 @@ class Trainer(keras.Model):
             # (A run that raised gets no on_train_end: its backup folder's lock is freed here.)
             checkpoint.release_backups(args.callbacks)
             if self.jit_compile != jit_compile:
-                self.jit_compile = jit_compile  # XLA was this fit's choice (`epochs_of_arrays`)
-                self.train_function = None
+                # XLA was this fit's choice (`epochs_of_arrays`): the model's setting comes back.
+                self._train_functions[True] = self.train_function
+                self.jit_compile = jit_compile
+                self.train_function = self._train_functions.get(False)
 
     def training_arrays(self, args, x, y, sample_weight, validation_data):
         """The checked training arrays `(x, y, w)` of `fit`, and its validation data.
@@ -335,7 +347,9 @@ class Trainer(keras.Model):
                 with warnings.catch_warnings():
                     warnings.simplefilter("ignore")  # a model XLA cannot compile stays off
                     self.jit_compile = True
-                self.train_function = None
+                if self.jit_compile:
+                    self._train_functions[False] = self.train_function
+                    self.train_function = self._train_functions.get(True)
             dataset = data_lib.epoch_arrays(
                 *arrays,
                 batch_size=args.rows_per_batch,
