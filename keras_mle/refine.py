@@ -33,26 +33,13 @@ def refine(
 ) -> RefineReport:
     """Float64 Newton steps with step halving to the optimum; writes the parameters back.
 
-    Args:
-        model: A built `keras_mle.MaximumLikelihoodModel`.
-        x: Features (for a model of a sample: the samples).
-        y: Targets, or `None` for a model of a sample. Defaults to `None`.
-        sample_weight: Frequency weights. Defaults to `None`.
-        max_steps: Most Newton steps to take. Defaults to `20`.
-        tol: Stop when the Newton step left is at most `tol` standard errors (the square roots
-            of the diagonal of `I^-1`). Defaults to `1e-10`.
-
-    Returns:
-        A `RefineReport`. When not converged it also warns (`keras_mle.InferenceWarning`).
-
-    Raises:
-        TypeError: if `model` is not a `keras_mle.MaximumLikelihoodModel`.
-        ValueError: for bad arguments or data, or non-finite starting parameters.
+    `keras_mle.newton.refine` (its arguments, its report and its warning), for a
+    `keras_mle.MaximumLikelihoodModel`: another model is a `TypeError`.
 
     Example:
 
     ```python
-    report = keras_mle.inference.refine(model, x, y)
+    report = keras_mle.refine(model, x, y)
     report.converged, report.steps
     ```
     """

@@ -234,6 +234,15 @@ def _gaussian_evaluate(samples, y, w):
     model.evaluate(samples, y, sample_weight=w, verbose=0)
 
 
+def test_gaussian_mle_evaluates_a_constant_sample():
+    # NLL of N(mu=2, sigma=0.5) at x = 3: log(sigma) + log(2 pi) / 2 + ((x - mu) / sigma)^2 / 2.
+    model = keras_mle.GaussianMLE(initial_mu=2.0, initial_sigma=0.5, dtype="float64")
+    model.compile(optimizer="sgd")
+    loss = model.evaluate(np.full(4, 3.0), verbose=0)
+    expected = np.log(0.5) + 0.5 * np.log(2 * np.pi) + 0.5 * (1.0 / 0.5) ** 2
+    np.testing.assert_allclose(loss, expected, rtol=1e-12)
+
+
 def _gaussian_train(samples, y, w):
     model = keras_mle.GaussianMLE(initial_mu=1.4, initial_sigma=1.3)
     before = model.get_weights()
@@ -263,8 +272,10 @@ SAMPLE_ENTRY_POINTS = {
         pytest.param(entry, *case.values, id=f"{case.id}-{entry}")
         for case in SAMPLE_CASES
         for entry in SAMPLE_ENTRY_POINTS
-        # closed_form.gaussian_mle has no y argument to misuse.
+        # closed_form.gaussian_mle has no y argument to misuse; a constant sample has no MLE,
+        # but evaluate only scores it (test_gaussian_mle_evaluates_a_constant_sample).
         if not (entry == "closed_form.gaussian_mle" and case.id == "y-given")
+        and not (entry == "evaluate" and case.id in ("constant", "one-sample"))
     ],
 )
 def test_gaussian_mle_entry_points_refuse(entry, args, error, match):
