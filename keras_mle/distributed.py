@@ -162,9 +162,8 @@ def _source(model, args, x, y, sample_weight, validation_data):
         model.shuffle_seed = None  # drawn at the first epoch, unless a backup restores it
         return _ArraySource(strategy, arrays, args.rows_per_batch, args.shuffle), validation_data
     if isinstance(x, tf.data.Dataset):
+        arguments.check_epoch_ends(model.x_name, x, args.steps_per_epoch)
         model.check_stream(x, y, sample_weight, args.batch_size, args.validation_split)
-        if args.steps_per_epoch is None and int(x.cardinality()) == tf.data.INFINITE_CARDINALITY:
-            raise ValueError(f"{model.x_name}: the dataset repeats forever; give steps_per_epoch.")
         return _DatasetSource(strategy, x, model.x_name), validation_data
     raise TypeError(
         f"{model.x_name}: under a MultiWorkerMirroredStrategy fit() takes in-memory arrays "

@@ -419,3 +419,15 @@ def test_adapt_leaves_binary_targets_unscaled_and_fits_statsmodels_logit():
     model.fit(np.tile(x, 150), np.tile(y, 150), batch_size=n, epochs=1, shuffle=False, verbose=0)
     np.testing.assert_allclose(model.params["b"], reference[0], rtol=1e-4)
     np.testing.assert_allclose(model.params["w"], [reference[1]], rtol=1e-4)
+
+
+def test_a_dataset_that_repeats_forever_needs_steps_per_epoch():
+    x = np.linspace(0.0, 1.0, 8, dtype=np.float32)
+    endless = tf.data.Dataset.from_tensor_slices((x, 2 * x)).batch(4).repeat()
+    model = keras_mle.LinearRegression()
+    model.compile(optimizer=keras.optimizers.SGD(0.1))
+    with pytest.raises(ValueError, match=r"^x: the dataset repeats forever, so an epoch would"):
+        model.fit(endless, epochs=2, verbose=0)
+    assert not model.built  # refused before any work
+    history = model.fit(endless, epochs=2, steps_per_epoch=2, verbose=0)
+    assert len(history.epoch) == 2 and int(model.optimizer.iterations) == 4

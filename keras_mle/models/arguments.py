@@ -287,3 +287,17 @@ class FitArguments:
     def rows_per_validation_batch(self) -> int:
         """`validation_batch_size`, else `batch_size`, else 32."""
         return self.validation_batch_size or self.rows_per_batch
+
+
+def check_epoch_ends(name: str, x, steps_per_epoch) -> None:
+    """Refuses a dataset that repeats forever when no `steps_per_epoch` says where epochs end.
+
+    Keras would never leave the first epoch: no callback, validation or backup would run.
+    """
+    if steps_per_epoch is not None or not isinstance(x, tf.data.Dataset):
+        return
+    if int(x.cardinality()) == tf.data.INFINITE_CARDINALITY:
+        raise ValueError(
+            f"{name}: the dataset repeats forever, so an epoch would never end; give "
+            "steps_per_epoch (the batches of one epoch), or drop the .repeat()."
+        )

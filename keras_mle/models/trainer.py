@@ -268,6 +268,7 @@ class Trainer(keras.Model):
                 args, x, y, sample_weight, validation_data
             )
         else:
+            arguments.check_epoch_ends(self.x_name, x, args.steps_per_epoch)
             self.check_stream(x, y, sample_weight, args.batch_size, args.validation_split)
         if validation_data is not None:
             validation_data = self.validation_dataset(
